@@ -1,0 +1,15 @@
+"""Pure loss functions: tensors in, tensors out, no model or trainer state."""
+
+from .common import answer_token_logprobs, sequence_logprob, sequence_mean_prob, sequence_nll
+from .flat import DIVERGENCES, flat_loss
+from .npo import npo_loss
+
+__all__ = [
+    "DIVERGENCES",
+    "answer_token_logprobs",
+    "flat_loss",
+    "npo_loss",
+    "sequence_logprob",
+    "sequence_mean_prob",
+    "sequence_nll",
+]

@@ -1,0 +1,48 @@
+"""Per-token and per-sequence scores of answer tokens (labels != -100) under causal-LM logits."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..data.qa import IGNORE_INDEX
+
+
+def answer_token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(y_t | x, y_<t) for every next-token position, and the mask of answer positions.
+
+    logits: (B, L, V); labels: (B, L) with -100 on prompt and padding.
+    Returns (logp, mask), both (B, L-1); ``logp`` is 0 where ``mask`` is False.
+    """
+    logits = logits[:, :-1].float()  # (B, L-1, V): position t predicts token t+1
+    targets = labels[:, 1:]  # (B, L-1)
+    mask = targets != IGNORE_INDEX
+    safe = targets.masked_fill(~mask, 0)
+    logp = torch.gather(F.log_softmax(logits, dim=-1), 2, safe.unsqueeze(-1)).squeeze(-1)  # (B, L-1)
+    return logp * mask, mask
+
+
+def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Σ_t log p(y_t | x, y_<t) over answer tokens, per sample: (B,). NPO's log π(y|x)."""
+    logp, _ = answer_token_logprobs(logits, labels)
+    return logp.sum(-1)
+
+
+def sequence_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean negative log-likelihood over each sample's answer tokens: (B,)."""
+    logp, mask = answer_token_logprobs(logits, labels)
+    return -logp.sum(-1) / mask.sum(-1).clamp(min=1)
+
+
+def sequence_mean_prob(logits: torch.Tensor, labels: torch.Tensor, padding_mean: bool = False) -> torch.Tensor:
+    """FLAT's score P_θ(x, y) = (1/|y|) Σ_i p_θ(y_i | x, y_<i) (arithmetic mean of probabilities).
+
+    Per sample, (B,). With ``padding_mean=True`` the reference code's arithmetic is reproduced
+    instead: probabilities are averaged over *all* B·(L−1) positions (ignored positions count as
+    0), which returns one scalar, shape (), diluted by |y| / padded length (flat.md pitfall 1).
+    """
+    logp, mask = answer_token_logprobs(logits, labels)
+    probs = logp.exp() * mask  # (B, L-1)
+    if padding_mean:
+        return probs.mean()
+    return probs.sum(-1) / mask.sum(-1).clamp(min=1)

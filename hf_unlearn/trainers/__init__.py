@@ -1,0 +1,30 @@
+"""Unlearning trainers: one file per method, each holding its Config and Trainer."""
+
+from .base import NonFiniteLossError, UnlearnConfig, UnlearnTrainer
+from .baselines import (
+    GAConfig,
+    GATrainer,
+    GradDiffConfig,
+    GradDiffTrainer,
+    IDKConfig,
+    IDKTrainer,
+    NPOConfig,
+    NPOTrainer,
+)
+from .flat import FLATConfig, FLATTrainer
+
+__all__ = [
+    "FLATConfig",
+    "FLATTrainer",
+    "GAConfig",
+    "GATrainer",
+    "GradDiffConfig",
+    "GradDiffTrainer",
+    "IDKConfig",
+    "IDKTrainer",
+    "NPOConfig",
+    "NPOTrainer",
+    "NonFiniteLossError",
+    "UnlearnConfig",
+    "UnlearnTrainer",
+]

@@ -1,0 +1,346 @@
+"""The base of every fine-tuning unlearning method: ``UnlearnConfig`` and ``UnlearnTrainer``.
+
+``UnlearnTrainer`` is a ``transformers.Trainer`` whose train set is built from a *forget* dataset
+and an optional *retain* dataset (both ``datasets.Dataset`` of question/answer rows, or already
+tokenized rows with ``input_ids``/``labels``). Each training example is a dict of aligned *views*,
+``{"forget": row_i, "retain": row_j, ...}``; methods add their own views (FLAT's template answers,
+IDK's refusals) and implement :meth:`UnlearnTrainer.unlearning_loss` on the collated batch
+``{"forget": {"input_ids", "attention_mask", "labels"}, "retain": {...}}``.
+
+Everything else is ``Trainer``: ``train()`` (also under ``torchrun``/accelerate), checkpoints and
+resume, ``save_model()``, ``push_to_hub()`` (which writes an unlearning model card).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import Dataset
+from transformers import PreTrainedModel, Trainer, TrainingArguments
+
+from ..data.qa import QACollator, tokenize_qa_dataset
+from ..data.templates import sample_templates
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when an unlearning loss or its gradients stop being finite (training diverged)."""
+
+
+@dataclass
+class UnlearnConfig(TrainingArguments):
+    """``TrainingArguments`` plus the data and safety settings shared by all unlearning trainers."""
+
+    max_length: int = field(default=256, metadata={"help": "Maximum tokens of prompt + answer."})
+    question_column: str = field(default="question", metadata={"help": "Column holding the prompt/question."})
+    answer_column: str = field(default="answer", metadata={"help": "Column holding the answer to forget or keep."})
+    retain_weight: float = field(
+        default=1.0, metadata={"help": "Weight of the retain loss, for methods that use a retain set."}
+    )
+    check_finite: bool = field(
+        default=True,
+        metadata={"help": "Stop with NonFiniteLossError (before the optimizer step) when the loss or a gradient is NaN/inf."},
+    )
+    # Trainer defaults that do not fit unlearning: the paired batches are built here, not from columns.
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: batches are built by the trainer."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.max_length < 2:
+            raise ValueError(f"max_length must be at least 2, got {self.max_length}")
+        if self.retain_weight < 0 or not math.isfinite(self.retain_weight):
+            raise ValueError(f"retain_weight must be a finite number >= 0, got {self.retain_weight}")
+
+
+@dataclass
+class TemplateAnswerArgs:
+    """Where template answers y_e come from (FLAT's "good" answers, IDK's refusals)."""
+
+    template_column: str | None = field(
+        default=None,
+        metadata={"help": "Forget-dataset column holding the template answer; default: a refusal sampled by seed."},
+    )
+    templates: list[str] | None = field(
+        default=None, metadata={"help": "Template answers to sample from (default: the built-in refusals)."}
+    )
+
+
+class PairedViews(torch.utils.data.Dataset):
+    """Index i → {view: row}. Views with ``len == len(primary)`` are aligned with it by index;
+    others (the retain set) are drawn through a seeded permutation that changes with the epoch.
+    """
+
+    def __init__(self, views: dict[str, Dataset], primary: str = "forget", seed: int = 42):
+        self.views, self.primary, self.seed, self.epoch = views, primary, seed, 0
+        self.n = len(views[primary])
+        self._maps: dict[str, np.ndarray] = {}
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by accelerate's data loader at each epoch (also when resuming)."""
+        self.epoch = epoch
+        rng = np.random.default_rng([self.seed, epoch])
+        for name, ds in self.views.items():
+            if name != self.primary and len(ds) != self.n:
+                reps = -(-self.n // len(ds))
+                self._maps[name] = np.concatenate([rng.permutation(len(ds)) for _ in range(reps)])[: self.n]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict[str, dict]:
+        return {name: ds[int(self._maps[name][i]) if name in self._maps else i] for name, ds in self.views.items()}
+
+
+@dataclass
+class PairedCollator:
+    """Pads each view of a list of :class:`PairedViews` items separately."""
+
+    pad_token_id: int
+
+    def __call__(self, items: list[dict[str, dict]]) -> dict[str, dict[str, torch.Tensor]]:
+        pad = QACollator(self.pad_token_id)
+        return {name: pad([it[name] for it in items]) for name in items[0]}
+
+
+class UnlearnTrainer(Trainer):
+    """Base class: builds the paired forget/retain batches, logs each loss term, guards against
+    divergence, and writes the unlearning model card. Subclasses set the class metadata and
+    implement :meth:`unlearning_loss` (and :meth:`extra_views` to add aligned views).
+    """
+
+    _name: str = ""
+    _paper = None
+    _tag_names: list[str] = []
+    config_class = UnlearnConfig
+    requires_retain: bool = False  # GradDiff / IDK need a retain set
+    uses_retain: bool = True  # whether a given retain set is used at all
+    needs_ref_model: bool = False  # NPO
+
+    def __init__(
+        self,
+        model: PreTrainedModel | str,
+        args: UnlearnConfig | None = None,
+        forget_dataset: Dataset | None = None,
+        retain_dataset: Dataset | None = None,
+        processing_class=None,
+        peft_config=None,
+        ref_model: PreTrainedModel | None = None,
+        callbacks=None,
+        optimizers=(None, None),
+        **kwargs,
+    ):
+        if args is None:
+            args = self.config_class(output_dir=f"{self._name or 'unlearn'}-unlearned")
+        if not isinstance(args, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs args of type {self.config_class.__name__}, got {type(args).__name__}")
+        if isinstance(model, str):
+            model = self._load_model(model)
+        check_causal_lm(model)
+        check_output_dir(model, args.output_dir)
+        if processing_class is None:
+            raise ValueError("processing_class (the tokenizer) is required to format question/answer data")
+        if processing_class.pad_token_id is None:
+            raise ValueError(
+                "the tokenizer has no pad token; set one first, e.g. `tokenizer.pad_token = tokenizer.eos_token`"
+            )
+        if self.requires_retain and retain_dataset is None:
+            raise ValueError(f"{type(self).__name__} needs a retain_dataset (the data whose knowledge must be kept)")
+        if peft_config is not None:
+            from peft import get_peft_model
+
+            model = get_peft_model(model, peft_config)
+
+        self.forget_raw, self.retain_raw = forget_dataset, retain_dataset
+        views = self._build_views(forget_dataset, retain_dataset, processing_class, args)
+        train = PairedViews(views, primary=next(iter(views)), seed=args.data_seed or args.seed)
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=train,
+            data_collator=PairedCollator(processing_class.pad_token_id),
+            processing_class=processing_class,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            **kwargs,
+        )
+        self.model_accepts_loss_kwargs = False  # the loss is computed here, not by the model
+        self._metrics: dict[str, list[float]] = defaultdict(list)
+        self.unlearning_metrics: dict[str, dict[str, float]] = {}
+        self.ref_model = None
+        if self.needs_ref_model:
+            self.ref_model = self._make_ref_model(self.model, ref_model)
+
+    # ----------------------------------------------------------------------------------- data
+    def _build_views(self, forget, retain, tokenizer, args) -> dict[str, Dataset]:
+        def tok(ds, name, answers=None):
+            return tokenize_qa_dataset(
+                ds, tokenizer, args.max_length, name, args.question_column, args.answer_column, answers
+            )
+
+        views = {"forget": tok(forget, "forget_dataset")}
+        views.update(self.extra_views(forget, tok, args))
+        if retain is not None and self.uses_retain:
+            views["retain"] = tok(retain, "retain_dataset")
+        return views
+
+    def extra_views(self, forget: Dataset, tokenize, args) -> dict[str, Dataset]:
+        """Further views aligned with the forget rows (default: none). ``tokenize(ds, name, answers)``."""
+        return {}
+
+    def template_answers(self, forget: Dataset, column: str | None, templates, seed: int) -> list[str]:
+        """Template answers y_e for each forget row: a dataset column, or refusals sampled by seed."""
+        if column is not None:
+            if column not in forget.column_names:
+                raise ValueError(f"forget_dataset has no template column {column!r}; it has {forget.column_names}")
+            return list(forget[column])
+        if "input_ids" in forget.column_names:
+            raise ValueError("template answers need question/answer rows, not pre-tokenized input_ids")
+        return sample_templates(len(forget), templates, seed)
+
+    # ---------------------------------------------------------------------------------- model
+    @staticmethod
+    def _load_model(name_or_path: str) -> PreTrainedModel:
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(name_or_path, use_safetensors=True)
+
+    def _make_ref_model(self, model, ref_model):
+        """A frozen reference: the adapter-disabled base for PEFT models, else one frozen copy."""
+        if is_peft_model(model):
+            return None  # use `with model.disable_adapter():`
+        ref = ref_model if ref_model is not None else copy.deepcopy(self.accelerator.unwrap_model(model))
+        ref.eval().requires_grad_(False)
+        return self.accelerator.prepare_model(ref, evaluation_mode=True)
+
+    def ref_forward(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits of the reference model on ``batch`` (no gradient)."""
+        with torch.no_grad():
+            if self.ref_model is not None:
+                return self.ref_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            with self.accelerator.unwrap_model(model).disable_adapter():
+                return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+    @staticmethod
+    def forward(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+    # ----------------------------------------------------------------------------------- loss
+    def unlearning_loss(self, model, inputs: dict[str, dict[str, torch.Tensor]]) -> tuple[torch.Tensor, dict]:
+        """Return (loss, {name: detached scalar to log}). Implemented by each method."""
+        raise NotImplementedError
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, logs = self.unlearning_loss(model, inputs)
+        for k, v in logs.items():
+            self._metrics[k].append(float(v))
+        if self.args.check_finite and not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"{type(self).__name__}: the unlearning loss is {loss.item()} at step {self.state.global_step} "
+                f"(terms: { {k: float(v) for k, v in logs.items()} }); no optimizer step was taken, so the model "
+                "and saved checkpoints hold the last finite state. Lower the learning rate or check the data."
+            )
+        return (loss, None) if return_outputs else loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.args.check_finite:
+            bad = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+            if bad:
+                model.zero_grad(set_to_none=True)
+                raise NonFiniteLossError(
+                    f"{type(self).__name__}: non-finite gradients at step {self.state.global_step} in {bad[:3]}"
+                    f"{' ...' if len(bad) > 3 else ''}; no optimizer step was taken. Lower the learning rate."
+                )
+        return loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._metrics:  # a training log: add the mean of each loss term
+            for k, vals in self._metrics.items():
+                mean = torch.tensor(sum(vals) / len(vals), device=self.args.device)
+                logs[k] = round(self.accelerator.reduce(mean, reduction="mean").item(), 6)
+            self._metrics.clear()
+        super().log(logs, start_time)
+
+    # --------------------------------------------------------------------------------- saving
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        check_output_dir(self.model, output_dir or self.args.output_dir)
+        super().save_model(output_dir, _internal_call)
+        if self.args.should_save:
+            self.create_model_card(output_dir=output_dir)
+
+    def create_model_card(self, model_name: str | None = None, tags=None, output_dir: str | None = None, **kwargs):
+        """Write the unlearning model card (README.md) into ``output_dir`` (default ``args.output_dir``)."""
+        if not self.is_world_process_zero():
+            return
+        from ..model_cards import build_model_card, config_diff, dataset_fingerprint
+
+        base = self.accelerator.unwrap_model(self.model)
+        base_name = getattr(getattr(base, "config", None), "_name_or_path", None) or None
+        card = build_model_card(
+            method_id=self._name,
+            method_name=type(self).__name__.removesuffix("Trainer"),
+            paper=self._paper,
+            base_model=base_name,
+            config=config_diff(self.args),
+            forget=dataset_fingerprint(self.forget_raw),
+            retain=dataset_fingerprint(self.retain_raw) if self.retain_raw is not None else None,
+            metrics=self.unlearning_metrics or None,
+            model_name=model_name or (self.args.hub_model_id or Path(self.args.output_dir).name),
+            extra_tags=[*(self._tag_names or []), *([tags] if isinstance(tags, str) else (tags or []))],
+        )
+        out = Path(output_dir or self.args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        card.save(out / "README.md")
+
+    def record_metrics(self, stage: str, metrics: dict[str, float]) -> None:
+        """Store evaluation results for the card: stage is 'before', 'after' or 'retain_model'."""
+        if stage not in ("before", "after", "retain_model"):
+            raise ValueError(f"stage must be 'before', 'after' or 'retain_model', got {stage!r}")
+        self.unlearning_metrics[stage] = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+# -------------------------------------------------------------------------------------- checks
+def is_peft_model(model) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:  # pragma: no cover - peft is a dependency
+        return False
+    return isinstance(model, PeftModel)
+
+
+def check_causal_lm(model) -> None:
+    """Raise ``TypeError`` unless ``model`` is a causal language model (PEFT-wrapped or not)."""
+    base = model.get_base_model() if is_peft_model(model) else model
+    if not isinstance(base, PreTrainedModel):
+        raise TypeError(f"expected a transformers PreTrainedModel, got {type(base).__name__}")
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if type(base).__name__ not in set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()) and not type(
+        base
+    ).__name__.endswith("ForCausalLM"):
+        raise TypeError(
+            f"{type(base).__name__} is not a causal language model; LLM unlearning trainers need an "
+            "AutoModelForCausalLM (a model with a language-modelling head)"
+        )
+
+
+def check_output_dir(model, output_dir: str | os.PathLike | None) -> None:
+    """Refuse to write into the folder the input model was loaded from (it would be overwritten)."""
+    if output_dir is None:
+        return
+    base = model.get_base_model() if is_peft_model(model) else model
+    source = getattr(getattr(base, "config", None), "_name_or_path", "") or ""
+    if source and Path(source).is_dir() and Path(source).resolve() == Path(output_dir).resolve():
+        raise ValueError(
+            f"output_dir {output_dir!r} is the folder the input model was loaded from; "
+            "choose another output_dir so the original weights are not overwritten"
+        )
+

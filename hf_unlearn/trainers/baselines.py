@@ -1,0 +1,144 @@
+"""The baselines users compare against: GA, GradDiff, NPO and IDK fine-tuning.
+
+All share :class:`UnlearnTrainer`'s data pipeline; each defines only its loss.
+- GA (gradient ascent): maximise the forget NLL, L = −NLL(forget).
+- GradDiff: L = −NLL(forget) + λ·NLL(retain) (Liu et al., 2022; TOFU's "grad_diff").
+- NPO: L = NPO(forget; π_ref) + λ·NLL(retain) when a retain set is given (Zhang et al., 2024).
+- IDK: fine-tune on the forget questions with refusal answers, L = NLL(x_f, y_idk) + λ·NLL(retain)
+  (TOFU's "idk" baseline).
+NLL is the mean over answer tokens of each sample, averaged over the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..losses.common import sequence_logprob, sequence_nll
+from ..losses.npo import npo_loss
+from ..registry import Paper, register_method
+from .base import TemplateAnswerArgs, UnlearnConfig, UnlearnTrainer
+
+TOFU_PAPER = Paper(
+    title="TOFU: A Task of Fictitious Unlearning for LLMs",
+    arxiv_id="2401.06121",
+    bibtex="""@article{maini2024tofu,
+  title   = {{TOFU}: A Task of Fictitious Unlearning for {LLMs}},
+  author  = {Maini, Pratyush and Feng, Zhili and Schwarzschild, Avi and Lipton, Zachary C. and Kolter, J. Zico},
+  journal = {arXiv preprint arXiv:2401.06121},
+  year    = {2024}
+}""",
+)
+NPO_PAPER = Paper(
+    title="Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning",
+    arxiv_id="2404.05868",
+    bibtex="""@article{zhang2024npo,
+  title   = {Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning},
+  author  = {Zhang, Ruiqi and Lin, Licong and Bai, Yu and Mei, Song},
+  journal = {arXiv preprint arXiv:2404.05868},
+  year    = {2024}
+}""",
+)
+
+
+@dataclass
+class GAConfig(UnlearnConfig):
+    learning_rate: float = field(default=1e-5, metadata={"help": "Learning rate (TOFU: 1e-5)."})
+
+
+@register_method("trainer", GAConfig)
+class GATrainer(UnlearnTrainer):
+    """Gradient ascent on the forget answers: L = −NLL(forget)."""
+
+    _name = "ga"
+    _paper = TOFU_PAPER
+    _tag_names = ["gradient-ascent"]
+    config_class = GAConfig
+    uses_retain = False
+
+    def unlearning_loss(self, model, inputs):
+        nll_f = sequence_nll(self.forward(model, inputs["forget"]), inputs["forget"]["labels"]).mean()
+        return -nll_f, {"forget_nll": nll_f.detach()}
+
+
+@dataclass
+class GradDiffConfig(UnlearnConfig):
+    learning_rate: float = field(default=1e-5, metadata={"help": "Learning rate (TOFU: 1e-5)."})
+
+
+@register_method("trainer", GradDiffConfig)
+class GradDiffTrainer(UnlearnTrainer):
+    """Gradient difference: L = −NLL(forget) + λ·NLL(retain), λ = ``retain_weight``."""
+
+    _name = "graddiff"
+    _paper = TOFU_PAPER
+    _tag_names = ["gradient-difference"]
+    config_class = GradDiffConfig
+    requires_retain = True
+
+    def unlearning_loss(self, model, inputs):
+        nll_f = sequence_nll(self.forward(model, inputs["forget"]), inputs["forget"]["labels"]).mean()
+        nll_r = sequence_nll(self.forward(model, inputs["retain"]), inputs["retain"]["labels"]).mean()
+        return -nll_f + self.args.retain_weight * nll_r, {"forget_nll": nll_f.detach(), "retain_nll": nll_r.detach()}
+
+
+@dataclass
+class NPOConfig(UnlearnConfig):
+    beta: float = field(default=0.1, metadata={"help": "β of the NPO loss (inverse temperature)."})
+    learning_rate: float = field(default=1e-5, metadata={"help": "Learning rate (NPO paper, TOFU: 1e-5)."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.beta > 0:
+            raise ValueError(f"NPO beta must be > 0, got {self.beta}")
+
+
+@register_method("trainer", NPOConfig)
+class NPOTrainer(UnlearnTrainer):
+    """NPO against a frozen reference model (+ λ·NLL(retain) when a retain set is given: NPO+RT).
+
+    The reference is the adapter-disabled base for PEFT models (no copy), else one frozen copy of the
+    model as it was when the trainer was built (or ``ref_model``).
+    """
+
+    _name = "npo"
+    _paper = NPO_PAPER
+    _tag_names = ["npo"]
+    config_class = NPOConfig
+    needs_ref_model = True
+
+    def unlearning_loss(self, model, inputs):
+        f = inputs["forget"]
+        logp = sequence_logprob(self.forward(model, f), f["labels"])
+        ref_logp = sequence_logprob(self.ref_forward(model, f), f["labels"])
+        loss = npo_loss(logp, ref_logp, self.args.beta)
+        logs = {"npo_loss": loss.detach(), "forget_logratio": (logp - ref_logp).mean().detach()}
+        if "retain" in inputs:
+            nll_r = sequence_nll(self.forward(model, inputs["retain"]), inputs["retain"]["labels"]).mean()
+            loss = loss + self.args.retain_weight * nll_r
+            logs["retain_nll"] = nll_r.detach()
+        return loss, logs
+
+
+@dataclass
+class IDKConfig(UnlearnConfig, TemplateAnswerArgs):
+    learning_rate: float = field(default=1e-5, metadata={"help": "Learning rate (TOFU: 1e-5)."})
+
+
+@register_method("trainer", IDKConfig)
+class IDKTrainer(UnlearnTrainer):
+    """IDK fine-tuning: L = NLL(x_f, y_refusal) + λ·NLL(retain)."""
+
+    _name = "idk"
+    _paper = TOFU_PAPER
+    _tag_names = ["idk"]
+    config_class = IDKConfig
+    requires_retain = True
+
+    def extra_views(self, forget, tokenize, args):
+        answers = self.template_answers(forget, args.template_column, args.templates, args.data_seed or args.seed)
+        return {"idk": tokenize(forget, "forget_dataset (refusal answers)", answers)}
+
+    def unlearning_loss(self, model, inputs):
+        nll_idk = sequence_nll(self.forward(model, inputs["idk"]), inputs["idk"]["labels"]).mean()
+        nll_r = sequence_nll(self.forward(model, inputs["retain"]), inputs["retain"]["labels"]).mean()
+        return nll_idk + self.args.retain_weight * nll_r, {"idk_nll": nll_idk.detach(), "retain_nll": nll_r.detach()}

@@ -1,0 +1,75 @@
+"""FLAT: LLM unlearning via loss adjustment with only forget data (Wang et al., ICLR 2025).
+
+Each forget question x_f is paired with its answer y_f and a template answer y_e (a refusal, by
+default); the model is trained to raise P_θ(x_f, y_e) and lower P_θ(x_f, y_f) through the
+variational f-divergence loss of Eq. 5 (see :mod:`hf_unlearn.losses.flat`). No retain data and no
+reference model are needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..losses.common import sequence_mean_prob
+from ..losses.flat import canonical_divergence, flat_loss
+from ..registry import Paper, register_method
+from .base import TemplateAnswerArgs, UnlearnConfig, UnlearnTrainer
+
+FLAT_PAPER = Paper(
+    title="LLM Unlearning via Loss Adjustment with Only Forget Data",
+    arxiv_id="2410.11143",
+    bibtex="""@inproceedings{wang2025flat,
+  title     = {{LLM} Unlearning via Loss Adjustment with Only Forget Data},
+  author    = {Wang, Yaxuan and Wei, Jiaheng and Liu, Chris Yuhao and Pang, Jinlong and Liu, Quan and
+               Shah, Ankit Parag and Bao, Yujia and Liu, Yang and Wei, Wei},
+  booktitle = {International Conference on Learning Representations (ICLR)},
+  year      = {2025},
+  url       = {https://arxiv.org/abs/2410.11143}
+}""",
+)
+
+
+@dataclass
+class FLATConfig(UnlearnConfig, TemplateAnswerArgs):
+    """Hyper-parameters of FLAT (defaults follow the reference TOFU configuration where it has one)."""
+
+    divergence: str = field(
+        default="kl",
+        metadata={"help": "f-divergence D_f of Eq. 5: kl, js (Jensen-Shannon), pearson (χ²) or tv (total variation)."},
+    )
+    official_padding_mean: bool = field(
+        default=False,
+        metadata={
+            "help": "Reproduce the reference code: P = mean probability over all B·(L−1) padded positions (a "
+            "batch scalar) instead of the paper's per-sample mean over answer tokens."
+        },
+    )
+    learning_rate: float = field(default=1e-5, metadata={"help": "Learning rate (reference: 1e-5)."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.divergence = canonical_divergence(self.divergence)
+
+
+@register_method("trainer", FLATConfig)
+class FLATTrainer(UnlearnTrainer):
+    """``Trainer`` for FLAT. Batches hold the ``forget`` view (x_f, y_f) and the aligned ``template``
+    view (x_f, y_e); a given retain set is ignored (FLAT uses forget data only).
+    """
+
+    _name = "flat"
+    _paper = FLAT_PAPER
+    _tag_names = ["flat", "forget-data-only"]
+    config_class = FLATConfig
+    uses_retain = False
+
+    def extra_views(self, forget, tokenize, args):
+        answers = self.template_answers(forget, args.template_column, args.templates, args.data_seed or args.seed)
+        return {"template": tokenize(forget, "forget_dataset (template answers)", answers)}
+
+    def unlearning_loss(self, model, inputs):
+        pad_mean = self.args.official_padding_mean
+        p_forget = sequence_mean_prob(self.forward(model, inputs["forget"]), inputs["forget"]["labels"], pad_mean)
+        p_template = sequence_mean_prob(self.forward(model, inputs["template"]), inputs["template"]["labels"], pad_mean)
+        loss = flat_loss(p_template, p_forget, self.args.divergence)
+        return loss, {"forget_prob": p_forget.mean().detach(), "template_prob": p_template.mean().detach()}
