@@ -104,5 +104,7 @@ def finetune_qa(
         disable_tqdm=disable_tqdm,
         use_cpu=True,
     )
-    Trainer(model=model, args=args, train_dataset=train, data_collator=QACollator(tokenizer.pad_token_id)).train()
+    Trainer(
+        model=model, args=args, train_dataset=train, data_collator=QACollator(tokenizer.pad_token_id)
+    ).train()
     return model.eval()

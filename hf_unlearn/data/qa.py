@@ -62,7 +62,9 @@ def encode_qa(tokenizer, question: str, answer: str, max_length: int) -> dict[st
 def check_qa_columns(dataset, name: str, question_column: str = "question", answer_column: str = "answer"):
     """Raise a ``ValueError`` naming the problem if ``dataset`` is not a non-empty QA dataset."""
     if dataset is None:
-        raise ValueError(f"{name} is None; pass a datasets.Dataset with '{question_column}' and '{answer_column}'")
+        raise ValueError(
+            f"{name} is None; pass a datasets.Dataset with '{question_column}' and '{answer_column}'"
+        )
     if not isinstance(dataset, Dataset):
         raise TypeError(f"{name} must be a datasets.Dataset, got {type(dataset).__name__}")
     if len(dataset) == 0:

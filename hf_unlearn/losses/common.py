@@ -34,7 +34,9 @@ def sequence_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return -logp.sum(-1) / mask.sum(-1).clamp(min=1)
 
 
-def sequence_mean_prob(logits: torch.Tensor, labels: torch.Tensor, padding_mean: bool = False) -> torch.Tensor:
+def sequence_mean_prob(
+    logits: torch.Tensor, labels: torch.Tensor, padding_mean: bool = False
+) -> torch.Tensor:
     """FLAT's score P_θ(x, y) = (1/|y|) Σ_i p_θ(y_i | x, y_<i) (arithmetic mean of probabilities).
 
     Per sample, (B,). With ``padding_mean=True`` the reference code's arithmetic is reproduced

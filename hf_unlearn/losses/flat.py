@@ -22,7 +22,9 @@ import torch.nn.functional as F
 LOG2 = math.log(2.0)
 
 # name -> (g*(v), f*(g*(v)))
-DIVERGENCES: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]] = {
+DIVERGENCES: dict[
+    str, tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]
+] = {
     # KL: g* = v, f*(u) = e^(u−1)
     "kl": (lambda v: v, lambda v: torch.exp(v - 1.0)),
     # Jensen–Shannon: g* = log 2 − log(1 + e^(−v)), f*(u) = −log(2 − e^u)  ⇒  f*(g*(v)) = softplus(v) − log 2

@@ -27,6 +27,7 @@ from transformers import PreTrainedModel, Trainer, TrainingArguments
 
 from ..data.qa import QACollator, tokenize_qa_dataset
 from ..data.templates import sample_templates
+from ..model_cards import config_diff, is_secret_name
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -39,17 +40,27 @@ class UnlearnConfig(TrainingArguments):
 
     max_length: int = field(default=256, metadata={"help": "Maximum tokens of prompt + answer."})
     question_column: str = field(default="question", metadata={"help": "Column holding the prompt/question."})
-    answer_column: str = field(default="answer", metadata={"help": "Column holding the answer to forget or keep."})
+    answer_column: str = field(
+        default="answer", metadata={"help": "Column holding the answer to forget or keep."}
+    )
     retain_weight: float = field(
         default=1.0, metadata={"help": "Weight of the retain loss, for methods that use a retain set."}
     )
     check_finite: bool = field(
         default=True,
-        metadata={"help": "Stop with NonFiniteLossError (before the optimizer step) when the loss or a gradient is NaN/inf."},
+        metadata={
+            "help": "Stop with NonFiniteLossError (before the optimizer step) when the loss or a gradient is NaN/inf."
+        },
     )
     # Trainer defaults that do not fit unlearning: the paired batches are built here, not from columns.
-    remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: batches are built by the trainer."})
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Kept False: batches are built by the trainer."}
+    )
     logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
+
+    def __getstate__(self):
+        """Pickled (``training_args.bin`` in every checkpoint and Hub push) without ``hub_token``."""
+        return {k: None if is_secret_name(k) else v for k, v in self.__dict__.items()}
 
     def __post_init__(self):
         super().__post_init__()
@@ -65,7 +76,9 @@ class TemplateAnswerArgs:
 
     template_column: str | None = field(
         default=None,
-        metadata={"help": "Forget-dataset column holding the template answer; default: a refusal sampled by seed."},
+        metadata={
+            "help": "Forget-dataset column holding the template answer; default: a refusal sampled by seed."
+        },
     )
     templates: list[str] | None = field(
         default=None, metadata={"help": "Template answers to sample from (default: the built-in refusals)."}
@@ -96,7 +109,9 @@ class PairedViews(torch.utils.data.Dataset):
         return self.n
 
     def __getitem__(self, i: int) -> dict[str, dict]:
-        return {name: ds[int(self._maps[name][i]) if name in self._maps else i] for name, ds in self.views.items()}
+        return {
+            name: ds[int(self._maps[name][i]) if name in self._maps else i] for name, ds in self.views.items()
+        }
 
 
 @dataclass
@@ -140,7 +155,9 @@ class UnlearnTrainer(Trainer):
         if args is None:
             args = self.config_class(output_dir=f"{self._name or 'unlearn'}-unlearned")
         if not isinstance(args, self.config_class):
-            raise TypeError(f"{type(self).__name__} needs args of type {self.config_class.__name__}, got {type(args).__name__}")
+            raise TypeError(
+                f"{type(self).__name__} needs args of type {self.config_class.__name__}, got {type(args).__name__}"
+            )
         if isinstance(model, str):
             model = self._load_model(model)
         check_causal_lm(model)
@@ -152,13 +169,18 @@ class UnlearnTrainer(Trainer):
                 "the tokenizer has no pad token; set one first, e.g. `tokenizer.pad_token = tokenizer.eos_token`"
             )
         if self.requires_retain and retain_dataset is None:
-            raise ValueError(f"{type(self).__name__} needs a retain_dataset (the data whose knowledge must be kept)")
+            raise ValueError(
+                f"{type(self).__name__} needs a retain_dataset (the data whose knowledge must be kept)"
+            )
         if peft_config is not None:
             from peft import get_peft_model
 
             model = get_peft_model(model, peft_config)
 
         self.forget_raw, self.retain_raw = forget_dataset, retain_dataset
+        # Built now: config_diff instantiates a default config, which resets accelerate's global state,
+        # so it must not run once the Trainer's Accelerator exists.
+        self._card_config = config_diff(args)
         views = self._build_views(forget_dataset, retain_dataset, processing_class, args)
         train = PairedViews(views, primary=next(iter(views)), seed=args.data_seed or args.seed)
         super().__init__(
@@ -199,7 +221,9 @@ class UnlearnTrainer(Trainer):
         """Template answers y_e for each forget row: a dataset column, or refusals sampled by seed."""
         if column is not None:
             if column not in forget.column_names:
-                raise ValueError(f"forget_dataset has no template column {column!r}; it has {forget.column_names}")
+                raise ValueError(
+                    f"forget_dataset has no template column {column!r}; it has {forget.column_names}"
+                )
             return list(forget[column])
         if "input_ids" in forget.column_names:
             raise ValueError("template answers need question/answer rows, not pre-tokenized input_ids")
@@ -224,7 +248,9 @@ class UnlearnTrainer(Trainer):
         """Logits of the reference model on ``batch`` (no gradient)."""
         with torch.no_grad():
             if self.ref_model is not None:
-                return self.ref_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                return self.ref_model(
+                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                ).logits
             with self.accelerator.unwrap_model(model).disable_adapter():
                 return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
@@ -252,7 +278,11 @@ class UnlearnTrainer(Trainer):
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
         if self.args.check_finite:
-            bad = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+            bad = [
+                n
+                for n, p in model.named_parameters()
+                if p.grad is not None and not torch.isfinite(p.grad).all()
+            ]
             if bad:
                 model.zero_grad(set_to_none=True)
                 raise NonFiniteLossError(
@@ -272,15 +302,22 @@ class UnlearnTrainer(Trainer):
     # --------------------------------------------------------------------------------- saving
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         check_output_dir(self.model, output_dir or self.args.output_dir)
+        check_finite_parameters(self.model, "saving the model")
         super().save_model(output_dir, _internal_call)
         if self.args.should_save:
             self.create_model_card(output_dir=output_dir)
 
-    def create_model_card(self, model_name: str | None = None, tags=None, output_dir: str | None = None, **kwargs):
+    def _save_checkpoint(self, model, trial) -> None:
+        check_finite_parameters(model, f"saving checkpoint-{self.state.global_step}")
+        super()._save_checkpoint(model, trial)
+
+    def create_model_card(
+        self, model_name: str | None = None, tags=None, output_dir: str | None = None, **kwargs
+    ):
         """Write the unlearning model card (README.md) into ``output_dir`` (default ``args.output_dir``)."""
         if not self.is_world_process_zero():
             return
-        from ..model_cards import build_model_card, config_diff, dataset_fingerprint
+        from ..model_cards import build_model_card, dataset_fingerprint
 
         base = self.accelerator.unwrap_model(self.model)
         base_name = getattr(getattr(base, "config", None), "_name_or_path", None) or None
@@ -289,11 +326,12 @@ class UnlearnTrainer(Trainer):
             method_name=type(self).__name__.removesuffix("Trainer"),
             paper=self._paper,
             base_model=base_name,
-            config=config_diff(self.args),
+            config=self._card_config,
             forget=dataset_fingerprint(self.forget_raw),
             retain=dataset_fingerprint(self.retain_raw) if self.retain_raw is not None else None,
             metrics=self.unlearning_metrics or None,
             model_name=model_name or (self.args.hub_model_id or Path(self.args.output_dir).name),
+            repo_id=self.args.hub_model_id,
             extra_tags=[*(self._tag_names or []), *([tags] if isinstance(tags, str) else (tags or []))],
         )
         out = Path(output_dir or self.args.output_dir)
@@ -304,7 +342,9 @@ class UnlearnTrainer(Trainer):
         """Store evaluation results for the card: stage is 'before', 'after' or 'retain_model'."""
         if stage not in ("before", "after", "retain_model"):
             raise ValueError(f"stage must be 'before', 'after' or 'retain_model', got {stage!r}")
-        self.unlearning_metrics[stage] = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        self.unlearning_metrics[stage] = {
+            k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))
+        }
 
 
 # -------------------------------------------------------------------------------------- checks
@@ -332,6 +372,16 @@ def check_causal_lm(model) -> None:
         )
 
 
+def check_finite_parameters(model, action: str) -> None:
+    """Raise ``NonFiniteLossError`` instead of writing NaN/inf weights over a good checkpoint."""
+    bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise NonFiniteLossError(
+            f"refusing {action}: parameters {bad[:3]}{' ...' if len(bad) > 3 else ''} hold NaN/inf "
+            "(training diverged); earlier checkpoints are left untouched"
+        )
+
+
 def check_output_dir(model, output_dir: str | os.PathLike | None) -> None:
     """Refuse to write into the folder the input model was loaded from (it would be overwritten)."""
     if output_dir is None:
@@ -343,4 +393,3 @@ def check_output_dir(model, output_dir: str | os.PathLike | None) -> None:
             f"output_dir {output_dir!r} is the folder the input model was loaded from; "
             "choose another output_dir so the original weights are not overwritten"
         )
-

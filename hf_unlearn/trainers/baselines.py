@@ -78,7 +78,10 @@ class GradDiffTrainer(UnlearnTrainer):
     def unlearning_loss(self, model, inputs):
         nll_f = sequence_nll(self.forward(model, inputs["forget"]), inputs["forget"]["labels"]).mean()
         nll_r = sequence_nll(self.forward(model, inputs["retain"]), inputs["retain"]["labels"]).mean()
-        return -nll_f + self.args.retain_weight * nll_r, {"forget_nll": nll_f.detach(), "retain_nll": nll_r.detach()}
+        return -nll_f + self.args.retain_weight * nll_r, {
+            "forget_nll": nll_f.detach(),
+            "retain_nll": nll_r.detach(),
+        }
 
 
 @dataclass
@@ -135,10 +138,15 @@ class IDKTrainer(UnlearnTrainer):
     requires_retain = True
 
     def extra_views(self, forget, tokenize, args):
-        answers = self.template_answers(forget, args.template_column, args.templates, args.data_seed or args.seed)
+        answers = self.template_answers(
+            forget, args.template_column, args.templates, args.data_seed or args.seed
+        )
         return {"idk": tokenize(forget, "forget_dataset (refusal answers)", answers)}
 
     def unlearning_loss(self, model, inputs):
         nll_idk = sequence_nll(self.forward(model, inputs["idk"]), inputs["idk"]["labels"]).mean()
         nll_r = sequence_nll(self.forward(model, inputs["retain"]), inputs["retain"]["labels"]).mean()
-        return nll_idk + self.args.retain_weight * nll_r, {"idk_nll": nll_idk.detach(), "retain_nll": nll_r.detach()}
+        return nll_idk + self.args.retain_weight * nll_r, {
+            "idk_nll": nll_idk.detach(),
+            "retain_nll": nll_r.detach(),
+        }

@@ -35,7 +35,9 @@ class FLATConfig(UnlearnConfig, TemplateAnswerArgs):
 
     divergence: str = field(
         default="kl",
-        metadata={"help": "f-divergence D_f of Eq. 5: kl, js (Jensen-Shannon), pearson (χ²) or tv (total variation)."},
+        metadata={
+            "help": "f-divergence D_f of Eq. 5: kl, js (Jensen-Shannon), pearson (χ²) or tv (total variation)."
+        },
     )
     official_padding_mean: bool = field(
         default=False,
@@ -64,12 +66,18 @@ class FLATTrainer(UnlearnTrainer):
     uses_retain = False
 
     def extra_views(self, forget, tokenize, args):
-        answers = self.template_answers(forget, args.template_column, args.templates, args.data_seed or args.seed)
+        answers = self.template_answers(
+            forget, args.template_column, args.templates, args.data_seed or args.seed
+        )
         return {"template": tokenize(forget, "forget_dataset (template answers)", answers)}
 
     def unlearning_loss(self, model, inputs):
         pad_mean = self.args.official_padding_mean
-        p_forget = sequence_mean_prob(self.forward(model, inputs["forget"]), inputs["forget"]["labels"], pad_mean)
-        p_template = sequence_mean_prob(self.forward(model, inputs["template"]), inputs["template"]["labels"], pad_mean)
+        p_forget = sequence_mean_prob(
+            self.forward(model, inputs["forget"]), inputs["forget"]["labels"], pad_mean
+        )
+        p_template = sequence_mean_prob(
+            self.forward(model, inputs["template"]), inputs["template"]["labels"], pad_mean
+        )
         loss = flat_loss(p_template, p_forget, self.args.divergence)
         return loss, {"forget_prob": p_forget.mean().detach(), "template_prob": p_template.mean().detach()}

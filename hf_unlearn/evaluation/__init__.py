@@ -1,0 +1,57 @@
+"""Evaluation of unlearning: TOFU-style metrics, min-k% membership inference, ``evaluate`` modules.
+
+The ``evaluate`` modules live in ``metrics/<name>/<name>.py``; load one offline with
+``evaluate.load(metric_path("forget_quality"))``.
+"""
+
+from pathlib import Path
+
+from .mia import mia_auc, min_k_mia, min_k_percent_score
+from .tofu import (
+    answer_logprobs,
+    build_perturbed_answers,
+    evaluate_tofu,
+    forget_quality,
+    generate_answers,
+    harmonic_mean,
+    log_normalised_probability,
+    model_truth_ratios,
+    probability_score,
+    rouge_l_recall,
+    token_logprobs,
+    truth_ratio_score,
+    truth_ratios,
+)
+
+METRICS_DIR = Path(__file__).resolve().parent / "metrics"
+
+
+def metric_path(name: str) -> str:
+    """Folder of the ``evaluate`` module ``name`` (``evaluate.load`` takes it; no network needed)."""
+    folder = METRICS_DIR / name
+    if not (folder / f"{name}.py").is_file():
+        available = sorted(p.name for p in METRICS_DIR.iterdir() if (p / f"{p.name}.py").is_file())
+        raise ValueError(f"no evaluate module {name!r}; available: {available}")
+    return str(folder)
+
+
+__all__ = [
+    "METRICS_DIR",
+    "answer_logprobs",
+    "build_perturbed_answers",
+    "evaluate_tofu",
+    "forget_quality",
+    "generate_answers",
+    "harmonic_mean",
+    "log_normalised_probability",
+    "metric_path",
+    "mia_auc",
+    "min_k_mia",
+    "min_k_percent_score",
+    "model_truth_ratios",
+    "probability_score",
+    "rouge_l_recall",
+    "token_logprobs",
+    "truth_ratio_score",
+    "truth_ratios",
+]

@@ -1,0 +1,50 @@
+"""TOFU forget quality as an ``evaluate`` metric: ``evaluate.load(hf_unlearn.evaluation.metric_path("forget_quality"))``."""
+
+import datasets
+import evaluate
+
+from hf_unlearn.evaluation.tofu import forget_quality
+
+_CITATION = """\
+@article{maini2024tofu,
+  title={TOFU: A Task of Fictitious Unlearning for LLMs},
+  author={Maini, Pratyush and Feng, Zhili and Schwarzschild, Avi and Lipton, Zachary C. and Kolter, J. Zico},
+  journal={arXiv preprint arXiv:2401.06121},
+  year={2024}
+}
+"""
+
+_DESCRIPTION = """\
+Forget quality (TOFU): the p-value of a two-sample Kolmogorov-Smirnov test between the forget-split truth
+ratios R = mean_j P_norm(perturbed_j) / P_norm(answer) of the unlearned model and those of a retain model
+that never saw the forget set. Near 1: indistinguishable from the retain model.
+"""
+
+_KWARGS_DESCRIPTION = """\
+Args:
+    predictions (list of float): per-sample truth ratios of the unlearned model on the forget split.
+    references (list of float): per-sample truth ratios of the retain model on the same forget split.
+Returns:
+    forget_quality (float): KS-test p-value.
+    ks_statistic (float): KS statistic D.
+Example:
+    >>> fq = evaluate.load(metric_path("forget_quality"))
+    >>> fq.compute(predictions=[0.2, 0.4, 0.6], references=[0.2, 0.4, 0.6])
+    {'forget_quality': 1.0, 'ks_statistic': 0.0}
+"""
+
+
+class ForgetQuality(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features(
+                {"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}
+            ),
+            reference_urls=["https://arxiv.org/abs/2401.06121"],
+        )
+
+    def _compute(self, predictions, references):
+        return forget_quality(predictions, references)

@@ -1,0 +1,31 @@
+"""Model cards for unlearned models (``huggingface_hub.ModelCard`` rendered from a Jinja template)."""
+
+from .card import (
+    FINGERPRINT_FORMAT,
+    TEMPLATE_PATH,
+    build_model_card,
+    config_diff,
+    dataset_fingerprint,
+    is_secret_name,
+    library_versions,
+    looks_like_hub_id,
+    method_card_info,
+    redact,
+    to_jsonable,
+    without_secrets,
+)
+
+__all__ = [
+    "FINGERPRINT_FORMAT",
+    "TEMPLATE_PATH",
+    "build_model_card",
+    "config_diff",
+    "dataset_fingerprint",
+    "is_secret_name",
+    "library_versions",
+    "looks_like_hub_id",
+    "method_card_info",
+    "redact",
+    "to_jsonable",
+    "without_secrets",
+]
