@@ -199,6 +199,7 @@ def demo(tmp_path_factory):
         concatenate_datasets([ds["forget"], ds["retain"]]),
         str(tmp_path_factory.mktemp("ft")),
         epochs=60,
+        batch_size=32,
     )
     # stand-ins for real_authors / world_facts: questions with a perturbed_answer column
     probe = ds["retain"].select(range(6))
@@ -250,9 +251,10 @@ def test_evaluate_tofu_end_to_end(demo):
     t, u = trained["splits"]["forget"], untrained["splits"]["forget"]
     assert t["probability"] > 0.2 > 0.01 > u["probability"]
     assert t["rouge_l_recall"] > 0.5 and u["rouge_l_recall"] < 0.2
-    # same model, same split: the truth ratios match, so the KS test cannot tell them apart
+    # same model, same split: the truth ratios match (up to float noise from other batch sizes), so
+    # the KS test cannot tell them apart
     assert trained["forget_truth_ratios"] == pytest.approx(retain_ratios)
-    assert trained["forget_quality"] == 1.0 and trained["ks_statistic"] == 0.0
+    assert trained["forget_quality"] == 1.0 and trained["ks_statistic"] <= 1 / len(ds["forget"])
     nine = [
         trained["splits"][s][m]
         for s in ("retain", "real_authors", "world_facts")

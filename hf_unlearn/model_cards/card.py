@@ -224,34 +224,29 @@ def _field_default(f: dataclasses.Field) -> Any:
     return dataclasses.MISSING
 
 
-def _reference_instance(args: Any) -> Any | None:
-    """A default instance of ``type(args)``, built with only its required fields (copied from ``args``),
-    so that values normalised by ``__post_init__`` compare like for like. ``None`` if that fails."""
-    cls = type(args)
-    try:
-        required = {
-            f.name: getattr(args, f.name)
-            for f in dataclasses.fields(cls)
-            if f.init and _field_default(f) is dataclasses.MISSING
-        }
-        if "output_dir" in {f.name for f in dataclasses.fields(cls)}:
-            required.setdefault("output_dir", getattr(args, "output_dir", None))
-        import warnings
+_EMPTY = (None, False, "", "none", "no", [], {}, ())
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return cls(**required)
-    except Exception:
-        return None
+
+def _same(value: Any, default: Any) -> bool:
+    """Equal as JSON, or both "empty" (``report_to="none"`` normalised to ``[]`` by ``__post_init__``),
+    or a ``None`` default that ``__post_init__`` replaced by a default instance (``accelerator_config``)."""
+    try:
+        if default is None and dataclasses.is_dataclass(value) and not isinstance(value, type):
+            default = type(value)()
+        a, b = to_jsonable(value), to_jsonable(default)
+    except Exception:  # pragma: no cover - exotic values
+        return False
+    return a == b or (a in _EMPTY and b in _EMPTY)
 
 
 def config_diff(args: Any) -> dict:
     """The fields of a dataclass config (e.g. a ``TrainingArguments`` subclass) whose values differ from
     the class defaults, as a JSON-friendly ``{name: value}`` dict in field order.
 
-    "Default" is the value the same field takes on ``type(args)`` built with no arguments but its required
-    ones (so ``__post_init__`` normalisation such as ``report_to="none" -> []`` is not reported as a
-    change); if that instance cannot be built, the dataclass field defaults are used. Secret-looking
+    "Default" is the dataclass field default; empty-like values (None, "none", [], ...) count as equal,
+    so ``__post_init__`` normalisation such as ``report_to="none" -> []`` is not reported. No default
+    instance is built: constructing a ``TrainingArguments`` resets accelerate's global state, which
+    would silently turn a running ``torchrun`` job into single-process training. Secret-looking
     fields (``hub_token`` ...) and local-path fields (``output_dir``, ``logging_dir`` ...) are never
     included, see the module docstring. A plain mapping is accepted too and filtered the same way.
     """
@@ -263,19 +258,13 @@ def config_diff(args: Any) -> dict:
         }
     if not dataclasses.is_dataclass(args) or isinstance(args, type):
         raise TypeError(f"config_diff expects a dataclass instance or a mapping, got {type(args).__name__}")
-    ref = _reference_instance(args)
     out: dict[str, Any] = {}
     for f in dataclasses.fields(args):
         name = f.name
         if not f.init or name.startswith("_") or is_secret_name(name) or _is_path_field(name):
             continue
         value = getattr(args, name, None)
-        default = getattr(ref, name, dataclasses.MISSING) if ref is not None else _field_default(f)
-        try:
-            same = to_jsonable(value) == to_jsonable(default)
-        except Exception:  # pragma: no cover - exotic values
-            same = False
-        if not same:
+        if not _same(value, _field_default(f)):
             out[name] = to_jsonable(value)
     return out
 

@@ -178,9 +178,6 @@ class UnlearnTrainer(Trainer):
             model = get_peft_model(model, peft_config)
 
         self.forget_raw, self.retain_raw = forget_dataset, retain_dataset
-        # Built now: config_diff instantiates a default config, which resets accelerate's global state,
-        # so it must not run once the Trainer's Accelerator exists.
-        self._card_config = config_diff(args)
         views = self._build_views(forget_dataset, retain_dataset, processing_class, args)
         train = PairedViews(views, primary=next(iter(views)), seed=args.data_seed or args.seed)
         super().__init__(
@@ -326,7 +323,7 @@ class UnlearnTrainer(Trainer):
             method_name=type(self).__name__.removesuffix("Trainer"),
             paper=self._paper,
             base_model=base_name,
-            config=self._card_config,
+            config=config_diff(self.args),
             forget=dataset_fingerprint(self.forget_raw),
             retain=dataset_fingerprint(self.retain_raw) if self.retain_raw is not None else None,
             metrics=self.unlearning_metrics or None,
