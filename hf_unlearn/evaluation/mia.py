@@ -21,6 +21,15 @@ from sklearn.metrics import roc_auc_score
 
 from .tofu import answer_logprobs, check_split
 
+MIN_K_BIBTEX = """\
+@article{shi2023detecting,
+  title={Detecting Pretraining Data from Large Language Models},
+  author={Shi, Weijia and Ajith, Anirudh and Xia, Mengzhou and Huang, Yangsibo and Liu, Daogao and Blevins, Terra and Chen, Danqi and Zettlemoyer, Luke},
+  journal={arXiv preprint arXiv:2310.16789},
+  year={2023}
+}
+"""
+
 
 def min_k_percent_score(token_logprobs: torch.Tensor, k: float = 0.2) -> float:
     """Mean of the ``max(1, floor(k * T))`` lowest entries of a 1-D tensor of ``T`` token log-probs."""

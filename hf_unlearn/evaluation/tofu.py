@@ -32,6 +32,7 @@ import math
 import random
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +42,14 @@ from tqdm.auto import tqdm
 
 from ..data.qa import IGNORE_INDEX, QACollator, check_qa_columns, encode_prompt, tokenize_qa_dataset
 
+TOFU_BIBTEX = """\
+@article{maini2024tofu,
+  title={TOFU: A Task of Fictitious Unlearning for LLMs},
+  author={Maini, Pratyush and Feng, Zhili and Schwarzschild, Avi and Lipton, Zachary C. and Kolter, J. Zico},
+  journal={arXiv preprint arXiv:2401.06121},
+  year={2024}
+}
+"""
 FORGET_SPLIT = "forget"
 UTILITY_SPLITS = ("retain", "real_authors", "world_facts")
 RELATIVE_PROBABILITY_SPLITS = ("real_authors", "world_facts")
@@ -222,6 +231,17 @@ def _pad_token_id(tokenizer) -> int:
     return pad
 
 
+@contextmanager
+def _eval_mode(model):
+    """``model.eval()`` for the block, the previous mode afterwards; yields the model's device."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield next(model.parameters()).device
+    finally:
+        model.train(was_training)
+
+
 def _batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Row indices grouped into batches of similar length (longest first), to pad as little as possible."""
     if batch_size < 1:
@@ -250,21 +270,15 @@ def answer_logprobs(
     pairs = Dataset.from_dict({"question": list(questions), "answer": list(answers)})
     rows = tokenize_qa_dataset(pairs, tokenizer, max_length, name=name).to_list()
     collate = QACollator(_pad_token_id(tokenizer))
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
+    batches = _batches([len(r["input_ids"]) for r in rows], batch_size)
     out: list[torch.Tensor] = [torch.empty(0)] * len(rows)
-    for idx in tqdm(
-        _batches([len(r["input_ids"]) for r in rows], batch_size),
-        desc=f"log-probs {name}",
-        disable=disable_tqdm,
-    ):
-        batch = {k: v.to(device) for k, v in collate([rows[i] for i in idx]).items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        logprobs, mask = token_logprobs(logits, batch["labels"])  # [b, T-1] each
-        for lp, m, i in zip(logprobs, mask, idx, strict=True):
-            out[i] = lp[m].cpu()
-    model.train(was_training)
+    with _eval_mode(model) as device:
+        for idx in tqdm(batches, desc=f"log-probs {name}", disable=disable_tqdm):
+            batch = {k: v.to(device) for k, v in collate([rows[i] for i in idx]).items()}
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            logprobs, mask = token_logprobs(logits, batch["labels"])  # [b, T-1] each
+            for lp, m, i in zip(logprobs, mask, idx, strict=True):
+                out[i] = lp[m].cpu()
     return out
 
 
@@ -286,29 +300,27 @@ def generate_answers(
     """
     prompts = [encode_prompt(tokenizer, q) for q in questions]
     pad = _pad_token_id(tokenizer)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     out = [""] * len(prompts)
-    for idx in tqdm(
-        _batches([len(p) for p in prompts], batch_size), desc=f"generate {name}", disable=disable_tqdm
-    ):
-        width = max(len(prompts[i]) for i in idx)
-        input_ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in idx], device=device)
-        attention_mask = torch.tensor(
-            [[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in idx], device=device
-        )
-        generated = model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=pad,
-        )  # [b, width + new]
-        texts = tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
-        for i, text in zip(idx, texts, strict=True):
-            out[i] = text.strip()
-    model.train(was_training)
+    with _eval_mode(model) as device:
+        for idx in tqdm(
+            _batches([len(p) for p in prompts], batch_size), desc=f"generate {name}", disable=disable_tqdm
+        ):
+            width = max(len(prompts[i]) for i in idx)
+            n_pad = [width - len(prompts[i]) for i in idx]
+            input_ids = torch.tensor(
+                [[pad] * k + prompts[i] for k, i in zip(n_pad, idx, strict=True)], device=device
+            )
+            attention_mask = torch.tensor([[0] * k + [1] * (width - k) for k in n_pad], device=device)
+            generated = model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=pad,
+            )  # [b, width + new]
+            texts = tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
+            for i, text in zip(idx, texts, strict=True):
+                out[i] = text.strip()
     return out
 
 
@@ -373,7 +385,8 @@ def model_truth_ratios(
     """Per-sample truth ratios ``R`` of ``model`` on ``dataset`` (no generation).
 
     What :func:`evaluate_tofu` needs as ``retain_truth_ratios``: call it once with the retain model on
-    the forget split, then pass the list when evaluating each unlearned model.
+    the forget split, then pass the list when evaluating each unlearned model (with the same
+    ``n_perturbed`` / ``group_column`` / ``seed``, so that both models score the same perturbed answers).
     """
     check_split(name, dataset)
     log_p, log_p_pert = _split_log_probabilities(

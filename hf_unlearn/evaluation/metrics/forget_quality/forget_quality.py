@@ -3,16 +3,8 @@
 import datasets
 import evaluate
 
+from hf_unlearn.evaluation.tofu import TOFU_BIBTEX as _CITATION
 from hf_unlearn.evaluation.tofu import forget_quality
-
-_CITATION = """\
-@article{maini2024tofu,
-  title={TOFU: A Task of Fictitious Unlearning for LLMs},
-  author={Maini, Pratyush and Feng, Zhili and Schwarzschild, Avi and Lipton, Zachary C. and Kolter, J. Zico},
-  journal={arXiv preprint arXiv:2401.06121},
-  year={2024}
-}
-"""
 
 _DESCRIPTION = """\
 Forget quality (TOFU): the p-value of a two-sample Kolmogorov-Smirnov test between the forget-split truth

@@ -3,16 +3,8 @@
 import datasets
 import evaluate
 
+from hf_unlearn.evaluation.mia import MIN_K_BIBTEX as _CITATION
 from hf_unlearn.evaluation.mia import mia_auc
-
-_CITATION = """\
-@article{shi2023detecting,
-  title={Detecting Pretraining Data from Large Language Models},
-  author={Shi, Weijia and Ajith, Anirudh and Xia, Mengzhou and Huang, Yangsibo and Liu, Daogao and Blevins, Terra and Chen, Danqi and Zettlemoyer, Luke},
-  journal={arXiv preprint arXiv:2310.16789},
-  year={2023}
-}
-"""
 
 _DESCRIPTION = """\
 ROC AUC of min-k% probability membership scores (the mean of the k% lowest token log-probs of a text;
