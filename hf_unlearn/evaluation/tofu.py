@@ -35,12 +35,12 @@ from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 from datasets import Dataset
 from scipy.stats import ks_2samp
 from tqdm.auto import tqdm
 
-from ..data.qa import IGNORE_INDEX, QACollator, check_qa_columns, encode_prompt, tokenize_qa_dataset
+from ..data.qa import QACollator, check_qa_columns, encode_prompt, tokenize_qa_dataset
+from ..losses.common import answer_token_logprobs
 
 TOFU_BIBTEX = """\
 @article{maini2024tofu,
@@ -50,6 +50,9 @@ TOFU_BIBTEX = """\
   year={2024}
 }
 """
+# the one per-token routine shared with the losses (position t predicts token t+1, -100 not scored)
+token_logprobs = answer_token_logprobs
+
 FORGET_SPLIT = "forget"
 UTILITY_SPLITS = ("retain", "real_authors", "world_facts")
 RELATIVE_PROBABILITY_SPLITS = ("real_authors", "world_facts")
@@ -59,21 +62,6 @@ PERTURBED_COLUMN = "perturbed_answer"
 # ---------------------------------------------------------------------------------------------------
 # Pure functions (hand-checkable on small tensors)
 # ---------------------------------------------------------------------------------------------------
-
-
-def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``log p(labels[:, t+1] | inputs[:, :t+1])`` for every scored token.
-
-    ``logits`` ``[B, T, V]`` and ``labels`` ``[B, T]`` (``-100`` = not scored: prompt and padding)
-    are aligned as a causal LM returns them; position ``t`` predicts token ``t + 1``. Returns
-    ``(logprobs [B, T-1], mask [B, T-1])``; ``logprobs`` is 0 where ``mask`` is False.
-    """
-    shift_logits = logits[:, :-1].float()  # [B, T-1, V]
-    shift_labels = labels[:, 1:]  # [B, T-1]
-    nll = F.cross_entropy(
-        shift_logits.transpose(1, 2), shift_labels, ignore_index=IGNORE_INDEX, reduction="none"
-    )  # [B, T-1]
-    return -nll, shift_labels != IGNORE_INDEX
 
 
 def log_normalised_probability(token_logprobs: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -3,8 +3,9 @@
 import datasets
 import evaluate
 
-from hf_unlearn.evaluation.tofu import TOFU_BIBTEX as _CITATION
-from hf_unlearn.evaluation.tofu import forget_quality
+from hf_unlearn.evaluation.tofu import TOFU_BIBTEX, forget_quality
+
+_CITATION = TOFU_BIBTEX
 
 _DESCRIPTION = """\
 Forget quality (TOFU): the p-value of a two-sample Kolmogorov-Smirnov test between the forget-split truth

@@ -3,8 +3,9 @@
 import datasets
 import evaluate
 
-from hf_unlearn.evaluation.mia import MIN_K_BIBTEX as _CITATION
-from hf_unlearn.evaluation.mia import mia_auc
+from hf_unlearn.evaluation.mia import MIN_K_BIBTEX, mia_auc
+
+_CITATION = MIN_K_BIBTEX
 
 _DESCRIPTION = """\
 ROC AUC of min-k% probability membership scores (the mean of the k% lowest token log-probs of a text;

@@ -3,8 +3,9 @@
 import datasets
 import evaluate
 
-from hf_unlearn.evaluation.tofu import TOFU_BIBTEX as _CITATION
-from hf_unlearn.evaluation.tofu import harmonic_mean
+from hf_unlearn.evaluation.tofu import TOFU_BIBTEX, harmonic_mean
+
+_CITATION = TOFU_BIBTEX
 
 _DESCRIPTION = """\
 Model utility (TOFU): the harmonic mean n / sum_i 1/x_i of non-negative scores, in TOFU the nine numbers
