@@ -13,9 +13,9 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from datasets import Dataset, concatenate_datasets  # noqa: E402
+from datasets import Dataset  # noqa: E402
+from utils import demo_world  # noqa: E402
 
-from hf_unlearn.data.demo import make_demo_dataset  # noqa: E402
 from hf_unlearn.data.tofu import load_tofu  # noqa: E402
 from hf_unlearn.evaluation import (  # noqa: E402
     answer_logprobs,
@@ -36,7 +36,7 @@ from hf_unlearn.evaluation import (  # noqa: E402
     truth_ratio_score,
     truth_ratios,
 )
-from hf_unlearn.tiny import finetune_qa, tiny_llama, train_tokenizer  # noqa: E402
+from hf_unlearn.tiny import tiny_llama, train_tokenizer  # noqa: E402
 
 TOFU_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "tofu"
 log = math.log
@@ -188,19 +188,9 @@ def test_perturbed_answers_top_up_and_no_group_column():
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    torch.manual_seed(0)
-    ds = make_demo_dataset(n_people=6, n_forget=2, n_holdout=1)
-    tok = train_tokenizer([r["question"] + " " + r["answer"] for s in ds.values() for r in s], vocab_size=400)
+def demo():
+    ds, tok, trained = demo_world()  # the shared tiny Llama fine-tuned on forget ∪ retain (tests/utils.py)
     untrained = tiny_llama(tok, seed=1).eval()
-    trained = finetune_qa(
-        tiny_llama(tok),
-        tok,
-        concatenate_datasets([ds["forget"], ds["retain"]]),
-        str(tmp_path_factory.mktemp("ft")),
-        epochs=60,
-        batch_size=32,
-    )
     # stand-ins for real_authors / world_facts: questions with a perturbed_answer column
     probe = ds["retain"].select(range(6))
     probe = probe.add_column("perturbed_answer", build_perturbed_answers(probe, n=2, group_column=None))
