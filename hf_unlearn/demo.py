@@ -42,7 +42,8 @@ def _evaluate(model, tok, data, retain_ratios, seed):
     return out, res["forget_truth_ratios"]
 
 
-def run_demo(output_dir: str = "demo_out", divergence: str = "kl", seed: int = 0, steps: int = 30) -> dict:
+def run_demo(output_dir: str = "demo_out", divergence: str = "kl", seed: int = 0, steps: int = 30,
+             learning_rate: float = 5e-4) -> dict:
     """Run the demo end to end and return the report (also written to ``output_dir``)."""
     import datasets
     import transformers
@@ -94,7 +95,7 @@ def run_demo(output_dir: str = "demo_out", divergence: str = "kl", seed: int = 0
         divergence=divergence,
         max_steps=steps,
         per_device_train_batch_size=4,
-        learning_rate=1e-3,
+        learning_rate=learning_rate,
         logging_steps=5,
         save_strategy="no",
         report_to=[],
