@@ -1,7 +1,7 @@
 import pytest
 import torch
 from peft import LoraConfig
-from utils import demo_world
+from utils import SHARED_TOFU, demo_world
 
 from hf_unlearn import (
     FLATConfig,
@@ -215,3 +215,18 @@ def test_save_reload_gives_same_outputs_and_a_card(tmp_path):
     card = (tmp_path / "README.md").read_text()
     assert "hf_unlearn" in card and "2410.11143" in card and "@inproceedings{wang2025flat" in card
     assert "0.12" in card
+
+
+@pytest.mark.skipif(not SHARED_TOFU.is_dir(), reason="../shared/data/tofu is absent")
+def test_flat_runs_on_real_tofu_rows(tmp_path):
+    from hf_unlearn.data.tofu import load_tofu
+    from hf_unlearn.tiny import tiny_llama, train_tokenizer
+
+    forget = load_tofu("forget01", SHARED_TOFU).select(range(8))
+    tok = train_tokenizer([r["question"] + " " + r["answer"] for r in forget], vocab_size=400)
+    model = tiny_llama(tok, hidden_size=32)
+    args = FLATConfig(output_dir=str(tmp_path), max_steps=2, max_length=128, **COMMON)
+    trainer = FLATTrainer(model=model, args=args, forget_dataset=forget, processing_class=tok)
+    trainer.train()
+    assert trainer.state.global_step == 2
+    assert any("forget_prob" in h for h in trainer.state.log_history)
