@@ -159,7 +159,9 @@ def cmd_demo(argv: list[str]) -> int:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--learning_rate", type=float, default=5e-4)
     a = p.parse_args(argv)
-    report = run_demo(a.output_dir, divergence=a.divergence, seed=a.seed, steps=a.steps, learning_rate=a.learning_rate)
+    report = run_demo(
+        a.output_dir, divergence=a.divergence, seed=a.seed, steps=a.steps, learning_rate=a.learning_rate
+    )
     print(report["markdown"])
     return 0
 

@@ -42,8 +42,13 @@ def _evaluate(model, tok, data, retain_ratios, seed):
     return out, res["forget_truth_ratios"]
 
 
-def run_demo(output_dir: str = "demo_out", divergence: str = "kl", seed: int = 0, steps: int = 30,
-             learning_rate: float = 5e-4) -> dict:
+def run_demo(
+    output_dir: str = "demo_out",
+    divergence: str = "kl",
+    seed: int = 0,
+    steps: int = 30,
+    learning_rate: float = 5e-4,
+) -> dict:
     """Run the demo end to end and return the report (also written to ``output_dir``)."""
     import datasets
     import transformers

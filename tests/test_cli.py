@@ -34,18 +34,55 @@ def test_train_and_eval_from_local_files(tmp_path, capsys):
     data["forget"].to_json(tmp_path / "forget.jsonl")
     data["retain"].to_json(tmp_path / "retain.jsonl")
     out = tmp_path / "unlearned"
-    code = main(["train", "graddiff", "--model_name_or_path", str(src), "--forget_data", str(tmp_path / "forget.jsonl"),
-                 "--retain_data", str(tmp_path / "retain.jsonl"), "--output_dir", str(out), "--max_steps", "2",
-                 "--per_device_train_batch_size", "4", "--report_to", "none", "--use_cpu", "--save_strategy", "no"])
+    code = main(
+        [
+            "train",
+            "graddiff",
+            "--model_name_or_path",
+            str(src),
+            "--forget_data",
+            str(tmp_path / "forget.jsonl"),
+            "--retain_data",
+            str(tmp_path / "retain.jsonl"),
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "2",
+            "--per_device_train_batch_size",
+            "4",
+            "--report_to",
+            "none",
+            "--use_cpu",
+            "--save_strategy",
+            "no",
+        ]
+    )
     assert code == 0
     assert (out / "model.safetensors").exists()
     card = (out / "README.md").read_text()
     assert "graddiff" in card and "max_steps" in card
     capsys.readouterr()
     report = tmp_path / "eval.json"
-    assert main(["eval", "--model_name_or_path", str(out), "--forget_data", str(tmp_path / "forget.jsonl"),
-                 "--retain_data", str(tmp_path / "retain.jsonl"), "--retain_model", str(src),
-                 "--max_new_tokens", "8", "--output", str(report)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model_name_or_path",
+                str(out),
+                "--forget_data",
+                str(tmp_path / "forget.jsonl"),
+                "--retain_data",
+                str(tmp_path / "retain.jsonl"),
+                "--retain_model",
+                str(src),
+                "--max_new_tokens",
+                "8",
+                "--output",
+                str(report),
+            ]
+        )
+        == 0
+    )
     result = json.loads(report.read_text())
     assert 0 <= result["forget_quality"] <= 1
     assert set(result["splits"]) == {"forget", "retain"}

@@ -64,7 +64,9 @@ def test_retain_pairing_is_seeded_and_changes_with_the_epoch():
     views = PairedViews({"forget": forget, "retain": retain}, seed=0)
     e0 = [views[i]["retain"]["x"] for i in range(4)]
     assert [views[i]["forget"]["x"] for i in range(4)] == [0, 1, 2, 3]
-    assert e0 == [PairedViews({"forget": forget, "retain": retain}, seed=0)[i]["retain"]["x"] for i in range(4)]
+    assert e0 == [
+        PairedViews({"forget": forget, "retain": retain}, seed=0)[i]["retain"]["x"] for i in range(4)
+    ]
     views.set_epoch(1)
     assert [views[i]["retain"]["x"] for i in range(4)] != e0
     assert len(set(e0)) == 4  # drawn without replacement within an epoch

@@ -229,7 +229,10 @@ _EMPTY = (None, False, "", "none", "no", [], {}, ())
 
 def _same(value: Any, default: Any) -> bool:
     """Equal as JSON, or both "empty" (``report_to="none"`` normalised to ``[]`` by ``__post_init__``),
-    or a ``None`` default that ``__post_init__`` replaced by a default instance (``accelerator_config``)."""
+    or a ``None`` ("auto") default that ``__post_init__`` resolved to a bool (``disable_tqdm``) or to a
+    default instance (``accelerator_config``)."""
+    if default is None and isinstance(value, bool):
+        return True
     try:
         if default is None and dataclasses.is_dataclass(value) and not isinstance(value, type):
             default = type(value)()

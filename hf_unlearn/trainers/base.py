@@ -52,7 +52,11 @@ class UnlearnConfig(TrainingArguments):
             "help": "Stop with NonFiniteLossError (before the optimizer step) when the loss or a gradient is NaN/inf."
         },
     )
-    # Trainer defaults that do not fit unlearning: the paired batches are built here, not from columns.
+    # Trainer defaults that do not fit unlearning: the paired batches are built here, not from columns,
+    # and the reference recipes (TOFU, FLAT, NPO) unlearn with a small learning rate.
+    learning_rate: float = field(
+        default=1e-5, metadata={"help": "Learning rate (TOFU/FLAT/NPO reference: 1e-5)."}
+    )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: batches are built by the trainer."}
     )

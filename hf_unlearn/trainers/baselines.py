@@ -42,7 +42,7 @@ NPO_PAPER = Paper(
 
 @dataclass
 class GAConfig(UnlearnConfig):
-    learning_rate: float = field(default=1e-5, metadata={"help": "Learning rate (TOFU: 1e-5)."})
+    """Gradient ascent has no hyper-parameters beyond :class:`UnlearnConfig`."""
 
 
 @register_method("trainer", GAConfig)
@@ -62,7 +62,7 @@ class GATrainer(UnlearnTrainer):
 
 @dataclass
 class GradDiffConfig(UnlearnConfig):
-    learning_rate: float = field(default=1e-5, metadata={"help": "Learning rate (TOFU: 1e-5)."})
+    """GradDiff: ``retain_weight`` is λ of L = −NLL(forget) + λ·NLL(retain)."""
 
 
 @register_method("trainer", GradDiffConfig)
@@ -87,7 +87,6 @@ class GradDiffTrainer(UnlearnTrainer):
 @dataclass
 class NPOConfig(UnlearnConfig):
     beta: float = field(default=0.1, metadata={"help": "β of the NPO loss (inverse temperature)."})
-    learning_rate: float = field(default=1e-5, metadata={"help": "Learning rate (NPO paper, TOFU: 1e-5)."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -124,7 +123,7 @@ class NPOTrainer(UnlearnTrainer):
 
 @dataclass
 class IDKConfig(UnlearnConfig, TemplateAnswerArgs):
-    learning_rate: float = field(default=1e-5, metadata={"help": "Learning rate (TOFU: 1e-5)."})
+    """IDK: the refusals come from ``template_column`` or ``templates`` (default: built-in)."""
 
 
 @register_method("trainer", IDKConfig)

@@ -46,7 +46,6 @@ class FLATConfig(UnlearnConfig, TemplateAnswerArgs):
             "batch scalar) instead of the paper's per-sample mean over answer tokens."
         },
     )
-    learning_rate: float = field(default=1e-5, metadata={"help": "Learning rate (reference: 1e-5)."})
 
     def __post_init__(self):
         super().__post_init__()
