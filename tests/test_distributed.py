@@ -23,6 +23,9 @@ def test_flat_under_torchrun_two_processes(tmp_path):
     data["forget"].save_to_disk(str(src / "forget"))
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    with socket.socket() as sock:  # a free port, so parallel runs of the suite do not collide
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
     cmd = [
         sys.executable,
         "-m",
@@ -30,7 +33,7 @@ def test_flat_under_torchrun_two_processes(tmp_path):
         "--nproc_per_node",
         "2",
         "--master_port",
-        "29531",
+        port,
         str(Path(__file__).with_name("dist_flat.py")),
         str(src),
         str(out),
