@@ -1,9 +1,9 @@
 import json
 
 import pytest
+from utils import demo_world
 
 from hf_unlearn.cli import main
-from utils import demo_world
 
 
 def test_list_names_every_method_with_its_paper(capsys):

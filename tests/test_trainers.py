@@ -86,7 +86,7 @@ def test_flat_template_sampling_is_reproducible_and_column_is_used(tmp_path):
         processing_class=tok,
     )
     first = d.train_dataset.views["template"][0]
-    answer = [t for t, lab in zip(first["input_ids"], first["labels"]) if lab != -100]
+    answer = [t for t, lab in zip(first["input_ids"], first["labels"], strict=True) if lab != -100]
     assert tok.decode(answer, skip_special_tokens=True).strip() == "No comment."
 
 
