@@ -16,6 +16,7 @@ from transformers import (
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedTokenizerFast,
+    PrinterCallback,
     Trainer,
     TrainingArguments,
 )
@@ -104,7 +105,10 @@ def finetune_qa(
         disable_tqdm=disable_tqdm,
         use_cpu=True,
     )
-    Trainer(
+    trainer = Trainer(
         model=model, args=args, train_dataset=train, data_collator=QACollator(tokenizer.pad_token_id)
-    ).train()
+    )
+    if disable_tqdm:  # quiet: without a progress bar, Trainer would print every log dict instead
+        trainer.remove_callback(PrinterCallback)
+    trainer.train()
     return model.eval()
