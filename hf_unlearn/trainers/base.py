@@ -27,6 +27,7 @@ from transformers import PreTrainedModel, Trainer, TrainingArguments
 
 from ..data.qa import QACollator, tokenize_qa_dataset
 from ..data.templates import sample_templates
+from ..losses.common import sequence_nll
 from ..model_cards import config_diff, is_secret_name
 
 
@@ -258,6 +259,10 @@ class UnlearnTrainer(Trainer):
     @staticmethod
     def forward(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+    def mean_nll(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Batch mean of the per-sample mean answer-token NLL (the "NLL" of GA/GradDiff/NPO+RT/IDK)."""
+        return sequence_nll(self.forward(model, batch), batch["labels"]).mean()
 
     # ----------------------------------------------------------------------------------- loss
     def unlearning_loss(self, model, inputs: dict[str, dict[str, torch.Tensor]]) -> tuple[torch.Tensor, dict]:

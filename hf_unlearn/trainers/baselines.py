@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..losses.common import sequence_logprob, sequence_nll
+from ..losses.common import sequence_logprob
 from ..losses.npo import npo_loss
 from ..registry import Paper, register_method
 from .base import TemplateAnswerArgs, UnlearnConfig, UnlearnTrainer
@@ -56,7 +56,7 @@ class GATrainer(UnlearnTrainer):
     uses_retain = False
 
     def unlearning_loss(self, model, inputs):
-        nll_f = sequence_nll(self.forward(model, inputs["forget"]), inputs["forget"]["labels"]).mean()
+        nll_f = self.mean_nll(model, inputs["forget"])
         return -nll_f, {"forget_nll": nll_f.detach()}
 
 
@@ -76,8 +76,8 @@ class GradDiffTrainer(UnlearnTrainer):
     requires_retain = True
 
     def unlearning_loss(self, model, inputs):
-        nll_f = sequence_nll(self.forward(model, inputs["forget"]), inputs["forget"]["labels"]).mean()
-        nll_r = sequence_nll(self.forward(model, inputs["retain"]), inputs["retain"]["labels"]).mean()
+        nll_f = self.mean_nll(model, inputs["forget"])
+        nll_r = self.mean_nll(model, inputs["retain"])
         return -nll_f + self.args.retain_weight * nll_r, {
             "forget_nll": nll_f.detach(),
             "retain_nll": nll_r.detach(),
@@ -115,7 +115,7 @@ class NPOTrainer(UnlearnTrainer):
         loss = npo_loss(logp, ref_logp, self.args.beta)
         logs = {"npo_loss": loss.detach(), "forget_logratio": (logp - ref_logp).mean().detach()}
         if "retain" in inputs:
-            nll_r = sequence_nll(self.forward(model, inputs["retain"]), inputs["retain"]["labels"]).mean()
+            nll_r = self.mean_nll(model, inputs["retain"])
             loss = loss + self.args.retain_weight * nll_r
             logs["retain_nll"] = nll_r.detach()
         return loss, logs
@@ -143,8 +143,8 @@ class IDKTrainer(UnlearnTrainer):
         return {"idk": tokenize(forget, "forget_dataset (refusal answers)", answers)}
 
     def unlearning_loss(self, model, inputs):
-        nll_idk = sequence_nll(self.forward(model, inputs["idk"]), inputs["idk"]["labels"]).mean()
-        nll_r = sequence_nll(self.forward(model, inputs["retain"]), inputs["retain"]["labels"]).mean()
+        nll_idk = self.mean_nll(model, inputs["idk"])
+        nll_r = self.mean_nll(model, inputs["retain"])
         return nll_idk + self.args.retain_weight * nll_r, {
             "idk_nll": nll_idk.detach(),
             "retain_nll": nll_r.detach(),
