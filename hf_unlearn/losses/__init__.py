@@ -1,6 +1,6 @@
 """Pure loss functions: tensors in, tensors out, no model or trainer state."""
 
-from .common import answer_token_logprobs, sequence_logprob, sequence_mean_prob, sequence_nll
+from .common import answer_token_logprobs, per_sample_loss, sequence_logprob, sequence_mean_prob, sequence_nll
 from .flat import DIVERGENCES, flat_loss
 from .npo import npo_loss
 
@@ -12,4 +12,5 @@ __all__ = [
     "sequence_logprob",
     "sequence_mean_prob",
     "sequence_nll",
+    "per_sample_loss",
 ]

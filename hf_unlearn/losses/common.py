@@ -48,3 +48,11 @@ def sequence_mean_prob(
     if padding_mean:
         return probs.mean()
     return probs.sum(-1) / mask.sum(-1).clamp(min=1)
+
+
+def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample loss, (B,): cross-entropy for class logits (B, K) with labels (B,), or the mean
+    answer-token NLL for causal-LM logits (B, L, V) with token labels (B, L)."""
+    if labels.dim() == 1:
+        return F.cross_entropy(logits.float(), labels, reduction="none")
+    return sequence_nll(logits, labels)

@@ -1,8 +1,10 @@
 """The base of every fine-tuning unlearning method: ``UnlearnConfig`` and ``UnlearnTrainer``.
 
 ``UnlearnTrainer`` is a ``transformers.Trainer`` whose train set is built from a *forget* dataset
-and an optional *retain* dataset (both ``datasets.Dataset`` of question/answer rows, or already
-tokenized rows with ``input_ids``/``labels``). Each training example is a dict of aligned *views*,
+and an optional *retain* dataset. For a causal LM (task ``"causal_lm"``) both are ``datasets.Dataset``
+of question/answer rows, or already tokenized rows with ``input_ids``/``labels``; for an image or text
+classifier (task ``"classification"``, methods that list it in ``supported_tasks``) they are rows of
+model inputs (``pixel_values`` or ``input_ids``) and a label. Each training example is a dict of aligned *views*,
 ``{"forget": row_i, "retain": row_j, ...}``; methods add their own views (FLAT's template answers,
 IDK's refusals) and implement :meth:`UnlearnTrainer.unlearning_loss` on the collated batch
 ``{"forget": {"input_ids", "attention_mask", "labels"}, "retain": {...}}``.
@@ -25,9 +27,10 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 
+from ..data.classification import ClassificationCollator, prepare_classification_dataset
 from ..data.qa import QACollator, tokenize_qa_dataset
 from ..data.templates import sample_templates
-from ..losses.common import sequence_nll
+from ..losses.common import per_sample_loss, sequence_nll
 from ..model_cards import config_diff, is_secret_name
 
 
@@ -43,6 +46,12 @@ class UnlearnConfig(TrainingArguments):
     question_column: str = field(default="question", metadata={"help": "Column holding the prompt/question."})
     answer_column: str = field(
         default="answer", metadata={"help": "Column holding the answer to forget or keep."}
+    )
+    label_column: str = field(
+        default="labels",
+        metadata={
+            "help": "Classification only: the label column ('label' is accepted when 'labels' is absent)."
+        },
     )
     retain_weight: float = field(
         default=1.0, metadata={"help": "Weight of the retain loss, for methods that use a retain set."}
@@ -123,11 +132,18 @@ class PairedViews(torch.utils.data.Dataset):
 class PairedCollator:
     """Pads each view of a list of :class:`PairedViews` items separately."""
 
-    pad_token_id: int
+    pad_token_id: int | None
+    task: str = "causal_lm"
 
     def __call__(self, items: list[dict[str, dict]]) -> dict[str, dict[str, torch.Tensor]]:
-        pad = QACollator(self.pad_token_id)
+        pad = self.view_collator()
         return {name: pad([it[name] for it in items]) for name in items[0]}
+
+    def view_collator(self):
+        """The collator of one view (QA rows or classification rows)."""
+        if self.task == "classification":
+            return ClassificationCollator(self.pad_token_id)
+        return QACollator(self.pad_token_id)
 
 
 class UnlearnTrainer(Trainer):
@@ -140,6 +156,7 @@ class UnlearnTrainer(Trainer):
     _paper = None
     _tag_names: list[str] = []
     config_class = UnlearnConfig
+    supported_tasks: tuple[str, ...] = ("causal_lm",)  # and/or "classification"
     requires_retain: bool = False  # GradDiff / IDK need a retain set
     uses_retain: bool = True  # whether a given retain set is used at all
     needs_ref_model: bool = False  # NPO
@@ -165,11 +182,12 @@ class UnlearnTrainer(Trainer):
             )
         if isinstance(model, str):
             model = self._load_model(model)
-        check_causal_lm(model)
+        self.task = model_task(model, self.supported_tasks, type(self).__name__)
         check_output_dir(model, args.output_dir)
-        if processing_class is None:
+        if self.task == "causal_lm" and processing_class is None:
             raise ValueError("processing_class (the tokenizer) is required to format question/answer data")
-        if processing_class.pad_token_id is None:
+        pad_id = getattr(processing_class, "pad_token_id", None)
+        if self.task == "causal_lm" and pad_id is None:
             raise ValueError(
                 "the tokenizer has no pad token; set one first, e.g. `tokenizer.pad_token = tokenizer.eos_token`"
             )
@@ -183,13 +201,14 @@ class UnlearnTrainer(Trainer):
             model = get_peft_model(model, peft_config)
 
         self.forget_raw, self.retain_raw = forget_dataset, retain_dataset
+        self.num_labels = num_model_labels(model) if self.task == "classification" else None
         views = self._build_views(forget_dataset, retain_dataset, processing_class, args)
         train = PairedViews(views, primary=next(iter(views)), seed=args.data_seed or args.seed)
         super().__init__(
             model=model,
             args=args,
             train_dataset=train,
-            data_collator=PairedCollator(processing_class.pad_token_id),
+            data_collator=PairedCollator(pad_id, self.task),
             processing_class=processing_class,
             callbacks=callbacks,
             optimizers=optimizers,
@@ -203,11 +222,17 @@ class UnlearnTrainer(Trainer):
             self.ref_model = self._make_ref_model(self.model, ref_model)
 
     # ----------------------------------------------------------------------------------- data
+    def prepare_dataset(self, ds, name: str, tokenizer, args, answers=None) -> Dataset:
+        """Check and encode one dataset: tokenized QA rows (causal LM) or classification rows."""
+        if self.task == "classification":
+            return prepare_classification_dataset(ds, name, self.num_labels, args.label_column)
+        return tokenize_qa_dataset(
+            ds, tokenizer, args.max_length, name, args.question_column, args.answer_column, answers
+        )
+
     def _build_views(self, forget, retain, tokenizer, args) -> dict[str, Dataset]:
         def tok(ds, name, answers=None):
-            return tokenize_qa_dataset(
-                ds, tokenizer, args.max_length, name, args.question_column, args.answer_column, answers
-            )
+            return self.prepare_dataset(ds, name, tokenizer, args, answers)
 
         views = {"forget": tok(forget, "forget_dataset")}
         views.update(self.extra_views(forget, tok, args))
@@ -259,6 +284,31 @@ class UnlearnTrainer(Trainer):
     @staticmethod
     def forward(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+    @staticmethod
+    def logits(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits of any model on a collated view (every input but ``labels``)."""
+        return model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+
+    def sample_losses(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-sample loss, (B,): cross-entropy for a classifier, mean answer-token NLL for a causal LM."""
+        return per_sample_loss(self.logits(model, batch), batch["labels"])
+
+    def rank_batches(self, dataset, batch_size: int):
+        """This process's share of ``dataset`` in fixed batches, for one-shot passes (importances, masks).
+
+        Batches are consecutive rows ``[0:b], [b:2b], ...`` in dataset order; process r of W takes
+        batches r, r+W, ... So the union over processes is the single-process batching, and sums over
+        batches reduced across processes equal the single-process sums exactly.
+        """
+        n = len(dataset)
+        batches = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+        mine = batches[self.accelerator.process_index :: self.accelerator.num_processes]
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_sampler=mine, collate_fn=self.data_collator.view_collator()
+        )
+        for batch in loader:
+            yield {k: v.to(self.args.device) for k, v in batch.items()}
 
     def mean_nll(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Batch mean of the per-sample mean answer-token NLL (the "NLL" of GA/GradDiff/NPO+RT/IDK)."""
@@ -327,6 +377,7 @@ class UnlearnTrainer(Trainer):
 
         base = self.accelerator.unwrap_model(self.model)
         base_name = getattr(getattr(base, "config", None), "_name_or_path", None) or None
+        pipeline_tag, auto_class = card_task(base)
         card = build_model_card(
             method_id=self._name,
             method_name=type(self).__name__.removesuffix("Trainer"),
@@ -339,10 +390,17 @@ class UnlearnTrainer(Trainer):
             model_name=model_name or (self.args.hub_model_id or Path(self.args.output_dir).name),
             repo_id=self.args.hub_model_id,
             extra_tags=[*(self._tag_names or []), *([tags] if isinstance(tags, str) else (tags or []))],
+            notes=self.card_notes(),
+            pipeline_tag=pipeline_tag,
+            auto_class=auto_class,
         )
         out = Path(output_dir or self.args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         card.save(out / "README.md")
+
+    def card_notes(self) -> str | None:
+        """Method-specific Markdown for the card (SSD's dampening counts, SalUn's mask); default none."""
+        return None
 
     def record_metrics(self, stage: str, metrics: dict[str, float]) -> None:
         """Store evaluation results for the card: stage is 'before', 'after' or 'retain_model'."""
@@ -362,20 +420,54 @@ def is_peft_model(model) -> bool:
     return isinstance(model, PeftModel)
 
 
-def check_causal_lm(model) -> None:
-    """Raise ``TypeError`` unless ``model`` is a causal language model (PEFT-wrapped or not)."""
-    base = model.get_base_model() if is_peft_model(model) else model
+def _base_model(model):
+    return model.get_base_model() if is_peft_model(model) else model
+
+
+def model_task(model, supported: tuple[str, ...] = ("causal_lm",), who: str = "this trainer") -> str:
+    """``"causal_lm"`` or ``"classification"`` for a (PEFT-wrapped) transformers model, checked against
+    what the trainer supports; ``TypeError`` naming the model class otherwise."""
+    base = _base_model(model)
     if not isinstance(base, PreTrainedModel):
         raise TypeError(f"expected a transformers PreTrainedModel, got {type(base).__name__}")
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    from transformers.models.auto import modeling_auto as auto
 
-    if type(base).__name__ not in set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()) and not type(
-        base
-    ).__name__.endswith("ForCausalLM"):
-        raise TypeError(
-            f"{type(base).__name__} is not a causal language model; LLM unlearning trainers need an "
-            "AutoModelForCausalLM (a model with a language-modelling head)"
+    name = type(base).__name__
+    classifiers = {
+        *auto.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES.values(),
+        *auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.values(),
+    }
+    if name in set(auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()) or name.endswith("ForCausalLM"):
+        task = "causal_lm"
+    elif name in classifiers or name.endswith(("ForImageClassification", "ForSequenceClassification")):
+        task = "classification"
+    else:
+        task = None
+    if task not in supported:
+        wanted = " or ".join(
+            {
+                "causal_lm": "a causal language model (AutoModelForCausalLM)",
+                "classification": "an image/text classifier (AutoModelFor{Image,Sequence}Classification)",
+            }[t]
+            for t in supported
         )
+        kind = {"causal_lm": "a causal language model", "classification": "a classifier"}.get(task, "")
+        raise TypeError(f"{name} is not {wanted}{f' but {kind}' if kind else ''}; {who} needs {wanted}")
+    return task
+
+
+def num_model_labels(model) -> int:
+    return int(_base_model(model).config.num_labels)
+
+
+def card_task(model) -> tuple[str, str]:
+    """(pipeline_tag, auto class) of the model card."""
+    name = type(_base_model(model)).__name__
+    if name.endswith("ForImageClassification"):
+        return "image-classification", "AutoModelForImageClassification"
+    if name.endswith("ForSequenceClassification"):
+        return "text-classification", "AutoModelForSequenceClassification"
+    return "text-generation", "AutoModelForCausalLM"
 
 
 def check_finite_parameters(model, action: str) -> None:
