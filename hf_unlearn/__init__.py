@@ -23,6 +23,8 @@ _EXPORTS = {
     "NPOTrainer": "trainers",
     "IDKConfig": "trainers",
     "IDKTrainer": "trainers",
+    "SSDConfig": "trainers",
+    "SSDTrainer": "trainers",
     "list_methods": "registry",
     "get_method": "registry",
     "load_tofu": "data.tofu",

@@ -12,6 +12,7 @@ from .baselines import (
     NPOTrainer,
 )
 from .flat import FLATConfig, FLATTrainer
+from .ssd import SSDConfig, SSDTrainer
 
 __all__ = [
     "FLATConfig",
@@ -25,6 +26,8 @@ __all__ = [
     "NPOConfig",
     "NPOTrainer",
     "NonFiniteLossError",
+    "SSDConfig",
+    "SSDTrainer",
     "UnlearnConfig",
     "UnlearnTrainer",
 ]

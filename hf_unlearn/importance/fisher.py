@@ -1,0 +1,158 @@
+"""SSD's importances (Foster et al., 2024, "Fast Machine Unlearning Without Retraining Through Selective
+Synaptic Dampening", Sec. 3): a diagonal Fisher estimate per parameter, the selection I_f > α·I_D and
+the dampening θ ← min(λ·I_D / I_f, 1)·θ.
+
+Importances are dicts ``{parameter name: fp32 tensor of the parameter's shape}``, keyed by name (not by
+position), and can be stored as safetensors so that I_D, computed once on the full training data, serves
+later forget requests without the data.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+DEFINITIONS = ("batch", "per_sample")
+
+
+def importance_loss(model, batch: dict[str, torch.Tensor], label_free: bool = False) -> torch.Tensor:
+    """The scalar whose gradients measure importance.
+
+    - default: the loss the model's forward returns for the labelled batch (classifier cross-entropy,
+      causal-LM answer-token NLL), as in the reference code;
+    - ``label_free`` (LFSSD): the batch mean of the squared L2 norm of the output logits, no labels used.
+      For a causal LM the squared norm is averaged over each sequence's real (attention-masked) tokens.
+    """
+    if not label_free:
+        out = model(**batch)
+        if getattr(out, "loss", None) is None:
+            raise ValueError(
+                f"{type(model).__name__}'s forward returned no loss for this batch; SSD needs labels "
+                "(or label_free=True)"
+            )
+        return out.loss
+    logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()
+    sq = logits.pow(2).sum(-1)  # (B,) for classifiers, (B, L) for causal LMs
+    if sq.dim() == 2:
+        mask = batch.get("attention_mask", torch.ones_like(sq)).to(sq.dtype)
+        sq = (sq * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    return sq.mean()
+
+
+def _single_rows(batch: dict[str, torch.Tensor]):
+    n = next(iter(batch.values())).shape[0]
+    for i in range(n):
+        yield {k: v[i : i + 1] for k, v in batch.items()}
+
+
+def accumulate_importance(
+    model, batches: Iterable[dict[str, torch.Tensor]], definition: str = "batch", label_free: bool = False
+) -> tuple[dict[str, torch.Tensor], int]:
+    """Sums of squared gradients (|gradients| if ``label_free``) and how many terms were summed.
+
+    - ``"batch"`` (reference code): one term per mini-batch, the square of the batch-mean gradient; its
+      scale depends on the batch size (ssd.md pitfall 2).
+    - ``"per_sample"``: one term per sample, the square of that sample's gradient (the empirical Fisher
+      E[(∂ℓ/∂θ)²]); independent of the batch size, B backward passes per batch.
+
+    The model is put in eval mode (BatchNorm running statistics, no dropout) and restored afterwards;
+    sums are fp32. Returning (sums, count) lets distributed callers reduce both before dividing.
+    """
+    if definition not in DEFINITIONS:
+        raise ValueError(f"importance definition must be one of {DEFINITIONS}, got {definition!r}")
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    sums = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+    count, was_training = 0, model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            for batch in batches:
+                for part in _single_rows(batch) if definition == "per_sample" else [batch]:
+                    model.zero_grad(set_to_none=True)
+                    importance_loss(model, part, label_free).backward()
+                    for n, p in params.items():
+                        if p.grad is not None:
+                            g = p.grad.detach().float()
+                            sums[n] += g.abs() if label_free else g.pow(2)
+                    count += 1
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    return sums, count
+
+
+def fisher_importance(model, batches, definition: str = "batch", label_free: bool = False) -> dict:
+    """I[i] = (1/T) Σ_t g_t[i]², T = number of batches (``"batch"``) or samples (``"per_sample"``)."""
+    sums, count = accumulate_importance(model, batches, definition, label_free)
+    if count == 0:
+        raise ValueError("no batches: the importance of an empty dataset is undefined")
+    return {n: s / count for n, s in sums.items()}
+
+
+def dampening_factors(
+    i_full: torch.Tensor, i_forget: torch.Tensor, alpha: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SSD Eq. (selection and dampening) for one parameter tensor.
+
+    Returns (selected, beta): ``selected = I_f > α·I_D`` (strict) and, on the selected entries only,
+    β = min(λ·I_D / I_f, 1) (so no weight grows; I_f > 0 there, so no inf/NaN). Shapes: selected like the
+    parameter, beta (number of selected,).
+    """
+    selected = i_forget > alpha * i_full
+    beta = (lam * i_full[selected] / i_forget[selected]).clamp(max=1.0)
+    return selected, beta
+
+
+@torch.no_grad()
+def dampen_(model, i_full: dict, i_forget: dict, alpha: float, lam: float) -> dict[str, int]:
+    """Apply θ_sel ← β·θ_sel in place to every parameter with importances; returns {name: #dampened}."""
+    counts = {}
+    for name, p in model.named_parameters():
+        if name not in i_forget:
+            continue
+        selected, beta = dampening_factors(i_full[name].to(p.device), i_forget[name].to(p.device), alpha, lam)
+        p[selected] = (p[selected].float() * beta).to(p.dtype)
+        counts[name] = int(selected.sum())
+    return counts
+
+
+# ------------------------------------------------------------------------------ storage
+def save_importance(importance: dict[str, torch.Tensor], path, model=None, **info) -> None:
+    """Store an importance dict as safetensors; ``info`` (definition, batch size, ...) and the model's
+    class go into the file's metadata so that :func:`load_importance` can check compatibility."""
+    meta = {k: json.dumps(v) for k, v in info.items()}
+    if model is not None:
+        meta["architecture"] = json.dumps(type(model).__name__)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file({n: t.detach().float().contiguous().cpu() for n, t in importance.items()}, str(path), meta)
+
+
+def load_importance(path, model) -> tuple[dict[str, torch.Tensor], dict]:
+    """Load importances saved by :func:`save_importance` and check they fit ``model``: same parameter
+    names and shapes. Returns (importance, metadata)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no importance file at {path}")
+    with safe_open(str(path), "pt") as f:
+        meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+    importance = load_file(str(path))
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    missing = sorted(set(params) - set(importance))
+    extra = sorted(set(importance) - set(params))
+    shapes = [
+        n for n in set(params) & set(importance) if tuple(importance[n].shape) != tuple(params[n].shape)
+    ]
+    if missing or extra or shapes:
+        arch = meta.get("architecture", "an unknown model")
+        raise ValueError(
+            f"importance file {path.name} was computed for a different architecture ({arch}) than "
+            f"{type(model).__name__}: {len(missing)} parameters missing (e.g. {missing[:2]}), {len(extra)} "
+            f"unknown (e.g. {extra[:2]}), {len(shapes)} with other shapes (e.g. {shapes[:2]})"
+        )
+    return importance, meta
