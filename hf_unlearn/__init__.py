@@ -24,6 +24,8 @@ _EXPORTS = {
     "IDKConfig": "trainers",
     "IDKTrainer": "trainers",
     "SSDConfig": "trainers",
+    "SalUnConfig": "trainers",
+    "SalUnTrainer": "trainers",
     "SSDTrainer": "trainers",
     "list_methods": "registry",
     "get_method": "registry",

@@ -239,7 +239,9 @@ def split_membership_groups(values, groups) -> tuple[np.ndarray, np.ndarray, np.
     values = np.asarray(values, dtype=np.float64)
     groups = np.asarray(groups)
     if values.shape != groups.shape or values.ndim != 1:
-        raise ValueError(f"values and groups must be 1-D of the same length, got {values.shape} and {groups.shape}")
+        raise ValueError(
+            f"values and groups must be 1-D of the same length, got {values.shape} and {groups.shape}"
+        )
     unknown = sorted(set(groups.tolist()) - {MEMBER, NONMEMBER, TARGET})
     if unknown:
         raise ValueError(f"groups must be 1 (member), 0 (non-member) or -1 (target), got {unknown}")
@@ -280,7 +282,8 @@ def evaluate_unlearning(
     members = the first ``shadow_size`` retain samples in dataset order (default ``len(test)``, as SalUn;
     capped at ``len(retain)`` when defaulted), non-members = test, targets = forget; entropy_MIA =
     :func:`entropy_mia` on the same members / non-members / targets (SSD itself uses the whole retain set
-    as members; the class-balanced fit makes the two close). ``eval_seconds``: wall-clock of the call.
+    as members; the class-balanced fit keeps the member count from shifting the decision boundary, but the
+    values can differ). ``eval_seconds``: wall-clock of the call.
     """
     started = time.perf_counter()
     num_labels = model.config.num_labels
@@ -305,7 +308,9 @@ def evaluate_unlearning(
         results.update(unlearning_accuracy(*probs[name], split=name))
     confidence = {name: true_class_confidence(*probs[name]) for name in SPLITS}
     entropy = {name: prediction_entropy(probs[name][0]) for name in SPLITS}
-    results["MIA"] = svc_mia_efficacy(confidence["retain"][:n_shadow], confidence["test"], confidence["forget"])
+    results["MIA"] = svc_mia_efficacy(
+        confidence["retain"][:n_shadow], confidence["test"], confidence["forget"]
+    )
     results["entropy_MIA"] = entropy_mia(entropy["retain"][:n_shadow], entropy["test"], entropy["forget"])
     results["eval_seconds"] = time.perf_counter() - started
     return {k: results[k] for k in ("UA", "RA", "TA", "MIA", "entropy_MIA", "eval_seconds")}

@@ -12,6 +12,7 @@ from .baselines import (
     NPOTrainer,
 )
 from .flat import FLATConfig, FLATTrainer
+from .salun import SalUnConfig, SalUnTrainer
 from .ssd import SSDConfig, SSDTrainer
 
 __all__ = [
@@ -26,6 +27,8 @@ __all__ = [
     "NPOConfig",
     "NPOTrainer",
     "NonFiniteLossError",
+    "SalUnConfig",
+    "SalUnTrainer",
     "SSDConfig",
     "SSDTrainer",
     "UnlearnConfig",
