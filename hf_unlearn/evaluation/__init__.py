@@ -1,4 +1,5 @@
-"""Evaluation of unlearning: TOFU-style metrics, min-k% membership inference, ``evaluate`` modules.
+"""Evaluation of unlearning: TOFU-style metrics, classification metrics (UA/RA/TA/MIA, Avg. Gap),
+min-k% membership inference, worst-case forget sets, ``evaluate`` modules.
 
 The ``evaluate`` modules live in ``metrics/<name>/<name>.py``; load one offline with
 ``evaluate.load(metric_path("forget_quality"))``.
@@ -6,6 +7,17 @@ The ``evaluate`` modules live in ``metrics/<name>/<name>.py``; load one offline 
 
 from pathlib import Path
 
+from .classification import (
+    accuracy,
+    avg_gap,
+    entropy_mia,
+    evaluate_unlearning,
+    predict,
+    prediction_entropy,
+    svc_mia_efficacy,
+    true_class_confidence,
+    unlearning_accuracy,
+)
 from .mia import mia_auc, min_k_mia, min_k_percent_score
 from .tofu import (
     answer_logprobs,
@@ -37,6 +49,15 @@ def metric_path(name: str) -> str:
 
 __all__ = [
     "METRICS_DIR",
+    "accuracy",
+    "avg_gap",
+    "entropy_mia",
+    "evaluate_unlearning",
+    "predict",
+    "prediction_entropy",
+    "svc_mia_efficacy",
+    "true_class_confidence",
+    "unlearning_accuracy",
     "answer_logprobs",
     "build_perturbed_answers",
     "evaluate_tofu",

@@ -6,7 +6,8 @@ All share :class:`UnlearnTrainer`'s data pipeline; each defines only its loss.
 - NPO: L = NPO(forget; π_ref) + λ·NLL(retain) when a retain set is given (Zhang et al., 2024).
 - IDK: fine-tune on the forget questions with refusal answers, L = NLL(x_f, y_idk) + λ·NLL(retain)
   (TOFU's "idk" baseline).
-NLL is the mean over answer tokens of each sample, averaged over the batch.
+NLL is the mean over answer tokens of each sample, averaged over the batch. GA and GradDiff also take
+image/text classifiers, with the cross-entropy of the true label in place of the NLL.
 """
 
 from __future__ import annotations
@@ -53,10 +54,11 @@ class GATrainer(UnlearnTrainer):
     _paper = TOFU_PAPER
     _tag_names = ["gradient-ascent"]
     config_class = GAConfig
+    supported_tasks = ("causal_lm", "classification")
     uses_retain = False
 
     def unlearning_loss(self, model, inputs):
-        nll_f = self.mean_nll(model, inputs["forget"])
+        nll_f = self.sample_losses(model, inputs["forget"]).mean()
         return -nll_f, {"forget_nll": nll_f.detach()}
 
 
@@ -73,11 +75,12 @@ class GradDiffTrainer(UnlearnTrainer):
     _paper = TOFU_PAPER
     _tag_names = ["gradient-difference"]
     config_class = GradDiffConfig
+    supported_tasks = ("causal_lm", "classification")
     requires_retain = True
 
     def unlearning_loss(self, model, inputs):
-        nll_f = self.mean_nll(model, inputs["forget"])
-        nll_r = self.mean_nll(model, inputs["retain"])
+        nll_f = self.sample_losses(model, inputs["forget"]).mean()
+        nll_r = self.sample_losses(model, inputs["retain"]).mean()
         return -nll_f + self.args.retain_weight * nll_r, {
             "forget_nll": nll_f.detach(),
             "retain_nll": nll_r.detach(),
