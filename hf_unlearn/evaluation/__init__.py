@@ -34,6 +34,7 @@ from .tofu import (
     truth_ratio_score,
     truth_ratios,
 )
+from .worst_case import WorstCaseConfig, WorstCaseResult, random_forget_set, worst_case_forget_set
 
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"
 
@@ -58,6 +59,10 @@ __all__ = [
     "svc_mia_efficacy",
     "true_class_confidence",
     "unlearning_accuracy",
+    "WorstCaseConfig",
+    "WorstCaseResult",
+    "random_forget_set",
+    "worst_case_forget_set",
     "answer_logprobs",
     "build_perturbed_answers",
     "evaluate_tofu",

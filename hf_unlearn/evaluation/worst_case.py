@@ -332,7 +332,7 @@ def _all_losses(model, dataset: Dataset, batch_size: int, collate_fn: Callable, 
 
 def upper_step(w: torch.Tensor, losses: torch.Tensor, m: int, lr: float, gamma: float) -> torch.Tensor:
     """w ← Proj_S(w − α (ℓ + 2γw)): (upper-step) with the gradient (upper-grad). w, losses: (N,)."""
-    return project_capped_simplex(w + lr * (losses + 2.0 * gamma * w), m)  # (N,)
+    return project_capped_simplex(w - lr * (losses + 2.0 * gamma * w), m)  # (N,)
 
 
 def worst_case_forget_set(
