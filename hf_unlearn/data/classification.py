@@ -41,7 +41,7 @@ def prepare_classification_dataset(
             f"{name} has no model-input column (one of {list(MODEL_INPUTS[:2])}); it has {cols}. "
             "Run the image processor or tokenizer with dataset.map first."
         )
-    labels = dataset[label_column]
+    labels = dataset.with_format("arrow")[label_column].to_pylist()  # one Arrow read, not row by row
     check_labels(labels, num_labels, name)
     if label_column != "labels":
         dataset = dataset.rename_column(label_column, "labels")

@@ -12,6 +12,14 @@ from .baselines import (
     NPOTrainer,
 )
 from .flat import FLATConfig, FLATTrainer
+from .iau import (
+    GradientRestrictionArgs,
+    GradientRestrictionMixin,
+    GradientRestrictionTrainer,
+    IAUConfig,
+    IAUTrainer,
+    gradient_restricted_loss,
+)
 from .salun import SalUnConfig, SalUnTrainer
 from .ssd import SSDConfig, SSDTrainer
 
@@ -22,6 +30,11 @@ __all__ = [
     "GATrainer",
     "GradDiffConfig",
     "GradDiffTrainer",
+    "GradientRestrictionArgs",
+    "GradientRestrictionMixin",
+    "GradientRestrictionTrainer",
+    "IAUConfig",
+    "IAUTrainer",
     "IDKConfig",
     "IDKTrainer",
     "NPOConfig",
@@ -33,4 +46,5 @@ __all__ = [
     "SSDTrainer",
     "UnlearnConfig",
     "UnlearnTrainer",
+    "gradient_restricted_loss",
 ]
