@@ -75,6 +75,11 @@ def test_per_sample_importance_does_not_depend_on_batch_size():
     one = fisher_importance(model, batches(1), "per_sample")
     four = fisher_importance(model, batches(4), "per_sample")
     assert all(torch.allclose(one[n], four[n], rtol=1e-4, atol=1e-10) for n in one)
+    loop = accumulate_importance(model, batches(4), "per_sample", vectorize=False)  # one backward per row
+    assert loop[1] == 12 and all(torch.allclose(loop[0][n] / 12, one[n], rtol=1e-4, atol=1e-10) for n in one)
+    lf_vmap, _ = accumulate_importance(model, batches(4), "per_sample", label_free=True)
+    lf_loop, _ = accumulate_importance(model, batches(4), "per_sample", label_free=True, vectorize=False)
+    assert all(torch.allclose(lf_vmap[n], lf_loop[n], rtol=1e-4, atol=1e-10) for n in lf_loop)
     ref = fisher_importance(model, batches(4), "batch")  # squared batch means: smaller for noisy directions
     assert sum(v.sum() for v in ref.values()) < sum(v.sum() for v in one.values())
 
@@ -243,3 +248,22 @@ def test_ssd_two_processes_equal_one_process(tmp_path):
         assert torch.allclose(one[k], two[k], rtol=1e-5, atol=1e-7), k
     r0, r1 = ((tmp_path / "out2" / f"rank{r}.txt").read_text() for r in (0, 1))
     assert r0 == r1  # both ranks applied the same edit
+
+
+def test_per_sample_importance_on_a_causal_lm_falls_back_to_the_exact_loop(tmp_path):
+    data, tok, model = demo_world()
+    args = SSDConfig(
+        output_dir=str(tmp_path), importance_definition="per_sample", importance_batch_size=3, **COMMON
+    )
+    trainer = SSDTrainer(
+        model=model,
+        args=args,
+        forget_dataset=data["forget"].select(range(5)),
+        retain_dataset=data["retain"],
+        processing_class=tok,
+    )
+    fast = trainer.importance(trainer.train_dataset.views["forget"])  # vmap fails on Llama: per-row loop
+    sums, n = accumulate_importance(
+        model, trainer.rank_batches(trainer.train_dataset.views["forget"], 1), "per_sample", vectorize=False
+    )
+    assert n == 5 and all(torch.allclose(fast[k], sums[k] / 5, rtol=1e-4, atol=1e-12) for k in sums)

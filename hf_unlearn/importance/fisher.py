@@ -49,15 +49,42 @@ def _single_rows(batch: dict[str, torch.Tensor]):
         yield {k: v[i : i + 1] for k, v in batch.items()}
 
 
+def per_sample_gradients(
+    model, params: dict, batch: dict[str, torch.Tensor], label_free: bool = False
+) -> dict:
+    """∂ℓ_i/∂θ for every sample i of the batch at once with ``torch.func`` (vmap over grad):
+    {name: (B, *param.shape)}. Raises if the model's forward cannot be vmapped (data-dependent control
+    flow, as in many causal LMs); callers then fall back to one backward pass per sample."""
+    from torch.func import functional_call, grad, vmap
+
+    buffers = dict(model.named_buffers())
+
+    def loss_one(p, sample):
+        row = {k: v.unsqueeze(0) for k, v in sample.items()}
+
+        class _Call(torch.nn.Module):  # importance_loss calls model(**batch); route it through p
+            def forward(self, **kw):
+                return functional_call(model, (p, buffers), args=(), kwargs=kw)
+
+        return importance_loss(_Call(), row, label_free)
+
+    return vmap(grad(loss_one), in_dims=(None, 0))(params, batch)
+
+
 def accumulate_importance(
-    model, batches: Iterable[dict[str, torch.Tensor]], definition: str = "batch", label_free: bool = False
+    model,
+    batches: Iterable[dict[str, torch.Tensor]],
+    definition: str = "batch",
+    label_free: bool = False,
+    vectorize: bool = True,
 ) -> tuple[dict[str, torch.Tensor], int]:
     """Sums of squared gradients (|gradients| if ``label_free``) and how many terms were summed.
 
     - ``"batch"`` (reference code): one term per mini-batch, the square of the batch-mean gradient; its
       scale depends on the batch size (ssd.md pitfall 2).
     - ``"per_sample"``: one term per sample, the square of that sample's gradient (the empirical Fisher
-      E[(∂ℓ/∂θ)²]); independent of the batch size, B backward passes per batch.
+      E[(∂ℓ/∂θ)²]); independent of the batch size. Computed with ``torch.func.vmap`` when the model
+      allows it (``vectorize``; memory B × parameters), else with one backward pass per sample.
 
     The model is put in eval mode (BatchNorm running statistics, no dropout) and restored afterwards;
     sums are fp32. Returning (sums, count) lets distributed callers reduce both before dividing.
@@ -68,17 +95,34 @@ def accumulate_importance(
     sums = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
     count, was_training = 0, model.training
     model.eval()
+
+    def add(name, g):
+        g = g.detach().float()
+        sums[name] += g.abs() if label_free else g.pow(2)
+
     try:
-        with torch.enable_grad():
-            for batch in batches:
-                for part in _single_rows(batch) if definition == "per_sample" else [batch]:
-                    model.zero_grad(set_to_none=True)
+        for batch in batches:
+            if definition == "per_sample" and vectorize:
+                try:
+                    grads = per_sample_gradients(
+                        model, {n: p.detach() for n, p in params.items()}, batch, label_free
+                    )
+                except Exception:  # noqa: BLE001 - any vmap limitation: use the exact per-sample loop
+                    vectorize = False
+                else:
+                    for n, g in grads.items():  # g: (B, *shape)
+                        g = g.detach().float()
+                        sums[n] += (g.abs() if label_free else g.pow(2)).sum(0)
+                    count += next(iter(batch.values())).shape[0]
+                    continue
+            for part in _single_rows(batch) if definition == "per_sample" else [batch]:
+                model.zero_grad(set_to_none=True)
+                with torch.enable_grad():
                     importance_loss(model, part, label_free).backward()
-                    for n, p in params.items():
-                        if p.grad is not None:
-                            g = p.grad.detach().float()
-                            sums[n] += g.abs() if label_free else g.pow(2)
-                    count += 1
+                for n, p in params.items():
+                    if p.grad is not None:
+                        add(n, p.grad)
+                count += 1
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
