@@ -3,11 +3,15 @@
     hf-unlearn list
     hf-unlearn train flat --model_name_or_path MODEL --forget_data tofu:forget01 --output_dir out [--divergence js ...]
     hf-unlearn eval --model_name_or_path out --forget_data tofu:forget01 --retain_data tofu:retain ...
+    hf-unlearn train ssd --model_name_or_path my-resnet --forget_data forget_dir --retain_data retain_dir --output_dir out
+    hf-unlearn eval --model_name_or_path out --forget_data forget_dir --retain_data retain_dir --test_data test_dir
     hf-unlearn demo --output_dir demo_out
 
 Every config field of a method is a flag of ``train`` (``transformers.HfArgumentParser``); ``train
 <method> --help`` lists them with the paper's symbols. Models and data are Hub names or local paths;
-``tofu:<split>`` reads TOFU (the Hub dataset, or ``$HF_UNLEARN_TOFU_PATH``).
+``tofu:<split>`` reads TOFU (the Hub dataset, or ``$HF_UNLEARN_TOFU_PATH``). Image/text classifiers
+(SSD, SalUn, IAU, GA, GradDiff) take datasets of processed rows (``pixel_values`` or ``input_ids`` and a
+label), e.g. ``save_to_disk`` folders; ``eval`` then reports UA/RA/TA/MIA instead of TOFU metrics.
 """
 
 from __future__ import annotations
@@ -42,8 +46,9 @@ class ScriptArguments:
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
 
 
-def load_qa_data(spec: str, split: str = "train") -> Dataset:
-    """A QA dataset from ``tofu:<split>``, a local file or folder, or a Hub dataset name."""
+def load_data(spec: str, split: str = "train") -> Dataset:
+    """A dataset (QA rows, or processed classifier rows) from ``tofu:<split>``, a local file or folder,
+    or a Hub dataset name."""
     from datasets import load_dataset, load_from_disk
 
     from .data.tofu import load_tofu
@@ -62,11 +67,23 @@ def load_qa_data(spec: str, split: str = "train") -> Dataset:
 
 
 def _load_model_and_tokenizer(name: str, tokenizer_name: str | None = None):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """A causal LM and its tokenizer, or an image/text classifier (tokenizer ``None`` for images)."""
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForImageClassification,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
 
-    model = AutoModelForCausalLM.from_pretrained(name, use_safetensors=True)
-    tok = AutoTokenizer.from_pretrained(tokenizer_name or name)
-    return model, tok
+    archs = getattr(AutoConfig.from_pretrained(name), "architectures", None) or []
+    if any(a.endswith("ForImageClassification") for a in archs):
+        return AutoModelForImageClassification.from_pretrained(name, use_safetensors=True), None
+    if any(a.endswith("ForSequenceClassification") for a in archs):
+        model = AutoModelForSequenceClassification.from_pretrained(name, use_safetensors=True)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(name, use_safetensors=True)
+    return model, AutoTokenizer.from_pretrained(tokenizer_name or name)
 
 
 def cmd_list(argv: list[str]) -> int:
@@ -96,8 +113,8 @@ def cmd_train(argv: list[str]) -> int:
         from peft import LoraConfig
 
         peft_config = LoraConfig(r=script.lora_r, lora_alpha=script.lora_alpha, task_type="CAUSAL_LM")
-    forget = load_qa_data(script.forget_data, script.data_split)
-    retain = load_qa_data(script.retain_data, script.data_split) if script.retain_data else None
+    forget = load_data(script.forget_data, script.data_split)
+    retain = load_data(script.retain_data, script.data_split) if script.retain_data else None
     trainer = entry.cls(
         model=model,
         args=config,
@@ -125,23 +142,40 @@ def cmd_eval(argv: list[str]) -> int:
     p.add_argument("--retain_data")
     p.add_argument("--real_authors_data")
     p.add_argument("--world_facts_data")
+    p.add_argument("--test_data", help="classifiers: held-out test rows (TA and the MIA's non-members)")
     p.add_argument("--retain_model", help="model never trained on the forget set, for forget quality")
     p.add_argument("--max_new_tokens", type=int, default=64)
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--output", help="write the metrics as JSON here")
     a = p.parse_args(argv)
     model, tok = _load_model_and_tokenizer(a.model_name_or_path)
-    splits = {"forget": load_qa_data(a.forget_data)}
+    if "Classification" in type(model).__name__:
+        return _eval_classifier(model, a)
+    splits = {"forget": load_data(a.forget_data)}
     for name in ("retain", "real_authors", "world_facts"):
         spec = getattr(a, f"{name}_data")
         if spec:
-            splits[name] = load_qa_data(spec)
+            splits[name] = load_data(spec)
     ref = None
     if a.retain_model:
         rmodel, rtok = _load_model_and_tokenizer(a.retain_model)
         ref = model_truth_ratios(rmodel, rtok, splits["forget"], batch_size=a.batch_size)
     result = evaluate_tofu(model, tok, splits, ref, max_new_tokens=a.max_new_tokens, batch_size=a.batch_size)
     result.pop("forget_truth_ratios", None)
+    text = json.dumps(result, indent=2)
+    if a.output:
+        Path(a.output).write_text(text)
+    print(text)
+    return 0
+
+
+def _eval_classifier(model, a) -> int:
+    from .evaluation import evaluate_unlearning
+
+    if not (a.retain_data and a.test_data):
+        raise ValueError("evaluating a classifier needs --forget_data, --retain_data and --test_data")
+    data = {k: load_data(getattr(a, f"{k}_data")) for k in ("forget", "retain", "test")}
+    result = evaluate_unlearning(model, data["forget"], data["retain"], data["test"], batch_size=a.batch_size)
     text = json.dumps(result, indent=2)
     if a.output:
         Path(a.output).write_text(text)

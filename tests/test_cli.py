@@ -9,9 +9,9 @@ from hf_unlearn.cli import main
 def test_list_names_every_method_with_its_paper(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for method in ("flat", "ga", "graddiff", "npo", "idk"):
+    for method in ("flat", "ga", "graddiff", "npo", "idk", "ssd", "salun", "iau"):
         assert f"\n{method} " in "\n" + out
-    assert "2410.11143" in out
+    assert "2410.11143" in out and "2308.07707" in out and "2310.12508" in out and "2507.23257" in out
 
 
 def test_train_help_lists_config_fields(capsys):
@@ -99,3 +99,30 @@ def test_demo_writes_checkpoint_card_report_and_plot(tmp_path, capsys):
     assert (out / "flat-unlearned" / "model.safetensors").exists()
     assert "forget_quality" in (out / "flat-unlearned" / "README.md").read_text()
     assert (out / "report.png").stat().st_size > 10_000 and (out / "report.md").exists()
+
+
+def test_train_ssd_and_eval_an_image_classifier_from_disk(tmp_path, capsys):
+    from classif_utils import blobs, tiny_resnet
+
+    src = tmp_path / "resnet"
+    tiny_resnet().save_pretrained(src)
+    data = blobs(30)
+    data.filter(lambda r: r["labels"] == 0).save_to_disk(str(tmp_path / "forget"))
+    data.filter(lambda r: r["labels"] != 0).save_to_disk(str(tmp_path / "retain"))
+    blobs(12, seed=1).save_to_disk(str(tmp_path / "test"))
+    out = tmp_path / "unlearned"
+    common = ["--forget_data", str(tmp_path / "forget"), "--retain_data", str(tmp_path / "retain")]
+    code = main(
+        ["train", "ssd", "--model_name_or_path", str(src), *common, "--output_dir", str(out)]
+        + ["--selection_weighting", "2", "--importance_batch_size", "5", "--report_to", "none", "--use_cpu"]
+    )
+    assert code == 0
+    assert (out / "model.safetensors").exists() and (out / "ssd_full_importance.safetensors").exists()
+    card = (out / "README.md").read_text()
+    assert "α = 2.0" in card and "image-classification" in card
+    capsys.readouterr()
+    assert (
+        main(["eval", "--model_name_or_path", str(out), *common, "--test_data", str(tmp_path / "test")]) == 0
+    )
+    result = json.loads(capsys.readouterr().out)
+    assert {"UA", "RA", "TA", "MIA", "entropy_MIA"} <= set(result)
