@@ -111,6 +111,10 @@ METHODS: dict[str, tuple[str, str, dict, bool]] = {
     "flat_js": ("FLAT (JS)", "FLATTrainer", {"divergence": "js"}, False),
     "flat_pearson": ("FLAT (Pearson)", "FLATTrainer", {"divergence": "pearson"}, False),
     "flat_tv": ("FLAT (TV)", "FLATTrainer", {"divergence": "tv"}, False),
+    # retrain-free and saliency methods (issue 3): SSD's one-shot edit (α = 10, λ = 1, reference
+    # defaults; I_D over retain ∪ forget) and SalUn with the NPO forget loss on the top-50 % salient weights
+    "ssd": ("SSD", "SSDTrainer", {}, True),
+    "salun": ("SalUn (NPO)", "SalUnTrainer", {"forget_loss": "npo"}, True),
 }
 BASELINES = ("ga", "graddiff", "npo", "npo_rt", "idk")
 REFERENCE = "graddiff"  # the cost reference
@@ -513,6 +517,8 @@ def build_trainer(
     )
     if trainer_name == "NPOTrainer":
         kwargs["beta"] = cfg.npo_beta
+    if trainer_name == "SalUnTrainer":
+        kwargs["npo_beta"] = cfg.npo_beta
     if trainer_name in ("IDKTrainer", "FLATTrainer"):
         kwargs["templates"] = data.idk
     args = cls.config_class(**kwargs)
@@ -1300,6 +1306,7 @@ def main(argv=None) -> int:
         "--data", default=None, help="TOFU folder (default: $HF_UNLEARN_TOFU_PATH or ../shared/data/tofu)"
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", default="tofu", help="output file stem: <name>.json/.md/.png (default: tofu)")
     p.add_argument(
         "--sweep-lrs",
         nargs="*",
@@ -1318,13 +1325,12 @@ def main(argv=None) -> int:
     report = run(args)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "tofu.json").write_text(json.dumps(report, indent=2, default=float))
-    (out / "tofu.md").write_text(markdown(report))
-    plot(report, out / "tofu.png")
+    files = [out / f"{args.name}.{ext}" for ext in ("json", "md", "png")]
+    files[0].write_text(json.dumps(report, indent=2, default=float))
+    files[1].write_text(markdown(report))
+    plot(report, files[2])
     print(console_table(report))
-    print(
-        f"\nwritten {out / 'tofu.json'}, {out / 'tofu.md'}, {out / 'tofu.png'} ({report['wall_seconds'] / 60:.1f} min)"
-    )
+    print(f"\nwritten {', '.join(map(str, files))} ({report['wall_seconds'] / 60:.1f} min)")
     return 0
 
 

@@ -420,6 +420,9 @@ def digest(m):
 report = {"iau": digest(model), "gr": digest(gr_model), "gr_log": gr.state.log_history}
 with open(f"{out}/rank{args.process_index}.json", "w") as f:
     json.dump(report, f)
+# leave together: a rank exiting while gloo still tears down the other aborts it ("terminate called")
+torch.distributed.barrier()
+torch.distributed.destroy_process_group()
 '''
 
 

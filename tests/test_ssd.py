@@ -211,6 +211,10 @@ def test_ssd_bad_data(tmp_path):
         SSDTrainer(model=tiny_resnet(), args=args, forget_dataset=ds, retain_dataset=ds.select([]))
     with pytest.raises(ValueError, match="needs the full-data importance"):
         SSDTrainer(model=tiny_resnet(), args=args, forget_dataset=ds)
+    from transformers import ResNetModel
+
+    with pytest.raises(TypeError, match="ResNetModel is not a causal language model .* or an image/text classifier"):
+        SSDTrainer(model=ResNetModel(tiny_resnet().config), args=args, forget_dataset=ds, retain_dataset=ds)
     with pytest.raises(ValueError, match="no label column"):
         SSDTrainer(
             model=tiny_resnet(), args=args, forget_dataset=ds.remove_columns("labels"), retain_dataset=ds
