@@ -1017,7 +1017,8 @@ def markdown(report: dict) -> str:
         "",
         f"Produced by `{report['command'].strip()}` in {report['wall_seconds'] / 60:.1f} min on {v['cpu_count']} CPU cores "
         f"(torch {v['torch']}, transformers {v['transformers']}, {v['torch_threads']} threads); "
-        f"seed {report['seed']}. All numbers: `tofu.json`; plot: `tofu.png`.",
+        f"seed {report['seed']}. All numbers: `{report.get('name', 'tofu')}.json`; plot: "
+        f"`{report.get('name', 'tofu')}.png`.",
         "",
         "## Setup",
         "",
@@ -1107,7 +1108,7 @@ def markdown(report: dict) -> str:
         "(every 2 ms) from the child's RSS: peak RSS = the highest value from trainer construction to the end "
         "of training; added = that peak minus the RSS right after the model was loaded (what the method adds: "
         "reference copy, extra views, activations, optimizer state). The kernel's `ru_maxrss` of each child is "
-        "in `tofu.json`, but it is set by the loading phase (datasets, tokenizer, imports), which peaks higher "
+        f"in `{report.get('name', 'tofu')}.json`, but it is set by the loading phase (datasets, tokenizer, imports), which peaks higher "
         "than training for a model this small, so it is the same for every method. The machine is shared, so "
         "timings are noisy.",
         "",
@@ -1323,6 +1324,7 @@ def main(argv=None) -> int:
     if args.output_dir is None:
         args.output_dir = str(DEFAULT_CACHE / "quick" if args.quick else DEFAULT_OUTPUT)
     report = run(args)
+    report["name"] = args.name
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = [out / f"{args.name}.{ext}" for ext in ("json", "md", "png")]

@@ -3,13 +3,10 @@
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from utils import demo_world
+from utils import demo_world, run_torchrun
 
 
 @pytest.mark.skipif(
@@ -22,24 +19,7 @@ def test_flat_under_torchrun_two_processes(tmp_path):
     tok.save_pretrained(src)
     data["forget"].save_to_disk(str(src / "forget"))
     out = tmp_path / "out"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    with socket.socket() as sock:  # a free port, so parallel runs of the suite do not collide
-        sock.bind(("127.0.0.1", 0))
-        port = str(sock.getsockname()[1])
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        port,
-        str(Path(__file__).with_name("dist_flat.py")),
-        str(src),
-        str(out),
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_torchrun(Path(__file__).with_name("dist_flat.py"), src, out)
     r0, r1 = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0["world_size"] == r1["world_size"] == 2
     assert r0["digest"] == r1["digest"]  # every rank holds the same unlearned weights

@@ -3,9 +3,6 @@ import json
 import math
 import os
 import shutil
-import socket
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,7 +10,7 @@ import torch.nn.functional as F
 from classif_utils import blobs, tiny_resnet
 from safetensors.torch import load_file
 from transformers import HfArgumentParser, Trainer, TrainingArguments
-from utils import demo_world
+from utils import demo_world, run_torchrun
 
 from hf_unlearn.data.qa import QACollator, tokenize_qa_dataset
 from hf_unlearn.trainers.base import NonFiniteLossError
@@ -435,19 +432,7 @@ def test_two_processes_apply_the_single_process_update(tmp_path):
     data = blobs(30)
     data.save_to_disk(str(src / "data"))
     (tmp_path / "dist_iau.py").write_text(DIST_SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = str(sock.getsockname()[1])
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port]
-    proc = subprocess.run(
-        [*cmd, str(tmp_path / "dist_iau.py"), str(src), str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_torchrun(tmp_path / "dist_iau.py", src, out)
     r0, r1 = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0["iau"] == r1["iau"] and r0["gr"] == r1["gr"]  # every rank applied the same update
     assert all(h["gradient_norm_penalty"] > 0 for h in r0["gr_log"] if "loss" in h)

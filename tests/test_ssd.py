@@ -1,8 +1,5 @@
 import os
 import shutil
-import socket
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,7 +7,7 @@ import pytest
 import torch
 from classif_utils import blobs, tiny_resnet
 from safetensors.torch import load_file
-from utils import demo_world
+from utils import demo_world, run_torchrun
 
 from hf_unlearn.importance.fisher import (
     accumulate_importance,
@@ -213,7 +210,9 @@ def test_ssd_bad_data(tmp_path):
         SSDTrainer(model=tiny_resnet(), args=args, forget_dataset=ds)
     from transformers import ResNetModel
 
-    with pytest.raises(TypeError, match="ResNetModel is not a causal language model .* or an image/text classifier"):
+    with pytest.raises(
+        TypeError, match="ResNetModel is not a causal language model .* or an image/text classifier"
+    ):
         SSDTrainer(model=ResNetModel(tiny_resnet().config), args=args, forget_dataset=ds, retain_dataset=ds)
     with pytest.raises(ValueError, match="no label column"):
         SSDTrainer(
@@ -228,23 +227,8 @@ def test_ssd_two_processes_equal_one_process(tmp_path):
     src = tmp_path / "src"
     tiny_resnet().save_pretrained(src)
     blobs(30).save_to_disk(str(src / "data"))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     for nproc in (1, 2):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = str(sock.getsockname()[1])
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            str(nproc),
-            "--master_port",
-            port,
-        ]
-        cmd += [str(Path(__file__).with_name("dist_ssd.py")), str(src), str(tmp_path / f"out{nproc}")]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        run_torchrun(Path(__file__).with_name("dist_ssd.py"), src, tmp_path / f"out{nproc}", nproc=nproc)
     one, two = (load_file(str(tmp_path / f"out{n}" / "model.safetensors")) for n in (1, 2))
     src_w = load_file(str(src / "model.safetensors"))
     assert any(not torch.equal(one[k], src_w[k]) for k in one)  # the edit did something

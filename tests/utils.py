@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import datasets
@@ -36,3 +40,25 @@ def demo_world():
     """(DatasetDict forget/retain/holdout, tokenizer, fine-tuned tiny Llama) — a fresh model copy each call."""
     data, tok, model = _demo_world()
     return data, tok, copy.deepcopy(model)
+
+
+def run_torchrun(script, *args, nproc: int = 2) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node nproc script args`` (gloo on CPU) on a free port; asserts success."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    with socket.socket() as sock:  # a free port, so parallel runs of the suite do not collide
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(nproc),
+        "--master_port",
+        port,
+    ]
+    proc = subprocess.run(
+        [*cmd, str(script), *map(str, args)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
