@@ -163,3 +163,36 @@ def test_salun_bad_input(tmp_path):
     args = SalUnConfig(output_dir=str(tmp_path), **COMMON)
     with pytest.raises(ValueError, match="labels \\[7\\]"):
         SalUnTrainer(model=tiny_resnet(), args=args, forget_dataset=forget.map(lambda r: {"labels": 7}))
+
+
+def test_salun_with_a_lora_adapter_masks_only_adapter_weights(tmp_path):
+    from peft import LoraConfig
+
+    data, tok, model = demo_world()
+    args = SalUnConfig(
+        output_dir=str(tmp_path),
+        max_steps=4,
+        learning_rate=1e-2,
+        weight_decay=0.1,
+        save_strategy="no",
+        **COMMON,
+    )
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    trainer = SalUnTrainer(
+        model=model,
+        args=args,
+        forget_dataset=data["forget"],
+        retain_dataset=data["retain"],
+        processing_class=tok,
+        peft_config=lora,
+    )
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    assert set(trainer.mask) == {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert all("lora_" in n for n in trainer.mask)
+    for n, p in trainer.model.named_parameters():
+        if n in trainer.mask:
+            assert torch.equal(p[~trainer.mask[n]], before[n][~trainer.mask[n]]), n
+        else:
+            assert torch.equal(p, before[n]), n  # frozen base weights
+    assert any(not torch.equal(p, before[n]) for n, p in trainer.model.named_parameters())

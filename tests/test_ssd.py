@@ -214,6 +214,19 @@ def test_ssd_bad_data(tmp_path):
         TypeError, match="ResNetModel is not a causal language model .* or an image/text classifier"
     ):
         SSDTrainer(model=ResNetModel(tiny_resnet().config), args=args, forget_dataset=ds, retain_dataset=ds)
+    with pytest.raises(TypeError, match="merge the adapter first"):
+        from peft import LoraConfig
+
+        data, tok, lm = demo_world()
+        lora = LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM")
+        SSDTrainer(
+            model=lm,
+            args=args,
+            forget_dataset=data["forget"],
+            retain_dataset=data["retain"],
+            processing_class=tok,
+            peft_config=lora,
+        )
     with pytest.raises(ValueError, match="no label column"):
         SSDTrainer(
             model=tiny_resnet(), args=args, forget_dataset=ds.remove_columns("labels"), retain_dataset=ds

@@ -294,20 +294,24 @@ class UnlearnTrainer(Trainer):
         """Per-sample loss, (B,): cross-entropy for a classifier, mean answer-token NLL for a causal LM."""
         return per_sample_loss(self.logits(model, batch), batch["labels"])
 
-    def rank_batches(self, dataset, batch_size: int):
+    def rank_batches(self, dataset, batch_size: int, desc: str | None = None):
         """This process's share of ``dataset`` in fixed batches, for one-shot passes (importances, masks).
 
         Batches are consecutive rows ``[0:b], [b:2b], ...`` in dataset order; process r of W takes
         batches r, r+W, ... So the union over processes is the single-process batching, and sums over
-        batches reduced across processes equal the single-process sums exactly.
+        batches reduced across processes equal the single-process sums exactly. With ``desc``, the main
+        process shows a progress bar (unless ``disable_tqdm``).
         """
+        from tqdm.auto import tqdm
+
         n = len(dataset)
         batches = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
         mine = batches[self.accelerator.process_index :: self.accelerator.num_processes]
         loader = torch.utils.data.DataLoader(
             dataset, batch_sampler=mine, collate_fn=self.data_collator.view_collator()
         )
-        for batch in loader:
+        quiet = desc is None or self.args.disable_tqdm or not self.is_local_process_zero()
+        for batch in tqdm(loader, desc=desc, disable=quiet, leave=False):
             yield {k: v.to(self.args.device) for k, v in batch.items()}
 
     def mean_nll(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:

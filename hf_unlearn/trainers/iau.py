@@ -243,7 +243,7 @@ class IAUTrainer(UnlearnTrainer):
         loss_sum = torch.zeros((), dtype=torch.float32, device=a.device)
         count = 0
         with torch.enable_grad():
-            for batch in self.rank_batches(dataset, a.gradient_batch_size):
+            for batch in self.rank_batches(dataset, a.gradient_batch_size, "IAU: mean gradient"):
                 losses = self.sample_losses(self.model, batch)  # (B,)
                 total = losses.sum()
                 grads = torch.autograd.grad(total, tensors, allow_unused=True)

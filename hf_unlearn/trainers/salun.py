@@ -129,7 +129,9 @@ class SalUnTrainer(UnlearnTrainer):
         def forget_loss(model, batch):
             return self.sample_losses(model, batch).mean()
 
-        batches = self.rank_batches(self.train_dataset.views["forget"], self.args.per_device_train_batch_size)
+        batches = self.rank_batches(
+            self.train_dataset.views["forget"], self.args.per_device_train_batch_size, "SalUn: saliency mask"
+        )
         sums, _ = accumulate_gradients(self.model, batches, forget_loss)
         sums = {n: self.accelerator.reduce(g, reduction="sum") for n, g in sums.items()}
         return saliency_mask(sums, self.args.mask_ratio)

@@ -25,7 +25,7 @@ from transformers.trainer_utils import TrainOutput
 
 from ..importance.fisher import DEFINITIONS, accumulate_importance, dampen_, load_importance, save_importance
 from ..registry import Paper, register_method
-from .base import UnlearnConfig, UnlearnTrainer, check_finite_parameters
+from .base import UnlearnConfig, UnlearnTrainer, check_finite_parameters, is_peft_model
 
 SSD_PAPER = Paper(
     title="Fast Machine Unlearning Without Retraining Through Selective Synaptic Dampening",
@@ -110,6 +110,11 @@ class SSDTrainer(UnlearnTrainer):
 
     def __init__(self, *args, full_dataset=None, full_importance=None, **kwargs):
         super().__init__(*args, **kwargs)
+        if is_peft_model(self.model):
+            raise TypeError(
+                "SSDTrainer edits the model's own weights, not adapters: merge the adapter first "
+                "(model = model.merge_and_unload()) and pass the plain model (no peft_config)"
+            )
         a = self.args
         self.full_importance = full_importance if full_importance is not None else a.full_importance_path
         self.full_view = None
@@ -143,10 +148,10 @@ class SSDTrainer(UnlearnTrainer):
                     "I_f and I_D must be computed the same way"
                 )
 
-    def importance(self, dataset) -> dict[str, torch.Tensor]:
+    def importance(self, dataset, desc: str | None = None) -> dict[str, torch.Tensor]:
         """I over ``dataset``: this process's batches, sums and counts reduced across processes."""
         a = self.args
-        batches = self.rank_batches(dataset, a.importance_batch_size)
+        batches = self.rank_batches(dataset, a.importance_batch_size, desc)
         sums, count = accumulate_importance(self.model, batches, a.importance_definition, a.label_free)
         count = self.accelerator.reduce(torch.tensor(float(count), device=a.device), reduction="sum").item()
         return {n: self.accelerator.reduce(s, reduction="sum") / count for n, s in sums.items()}
@@ -156,9 +161,9 @@ class SSDTrainer(UnlearnTrainer):
         a = self.args
         start = time.perf_counter()
         check_finite_parameters(self.model, "SSD")
-        i_forget = self.importance(self.train_dataset.views["forget"])
+        i_forget = self.importance(self.train_dataset.views["forget"], "SSD: forget importance I_f")
         if self.full_view is not None:
-            i_full = self.importance(self.full_view)
+            i_full = self.importance(self.full_view, "SSD: full-data importance I_D")
             if a.save_full_importance and self.is_world_process_zero():
                 save_importance(
                     i_full,
