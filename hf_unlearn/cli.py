@@ -105,6 +105,12 @@ def cmd_train(argv: list[str]) -> int:
         print("usage: hf-unlearn train <method> [flags]; methods: " + ", ".join(e.id for e in list_methods()))
         return 2
     entry = get_method(argv[0])
+    if entry.kind != "trainer":
+        print(
+            f"{entry.id} is a {entry.kind.replace('_', ' ')}, not a trainer: it changes no weights. Build it in "
+            f"Python ({entry.cls.__name__}); see the README."
+        )
+        return 2
     parser = HfArgumentParser((ScriptArguments, entry.config_cls), prog=f"hf-unlearn train {entry.id}")
     script, config = parser.parse_args_into_dataclasses(args=argv[1:])
     model, tok = _load_model_and_tokenizer(script.model_name_or_path, script.tokenizer_name_or_path)

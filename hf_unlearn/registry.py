@@ -53,7 +53,7 @@ def register_method(kind: str = "trainer", config_cls: type | None = None):
 
 def list_methods() -> list[MethodEntry]:
     """All registered methods, sorted by id (importing the trainers registers them)."""
-    from . import trainers  # noqa: F401  (import side effect: registration)
+    from . import generation, trainers  # noqa: F401  (import side effect: registration)
 
     return sorted(_REGISTRY.values(), key=lambda e: e.id)
 
