@@ -209,3 +209,21 @@ def test_index_built_with_another_tokenizer_is_refused(tmp_path):
 def test_default_sentence_model_loads_offline():
     model = load_sentence_model("sentence-transformers/all-MiniLM-L6-v2")
     assert model.encode(["x"]).shape[-1] == 384
+
+
+def test_prefill_classification_matches_a_separate_forward():
+    data, tok, model, guard = _built()
+    questions = [data["retain"]["question"][0], data["forget"]["question"][1], data["holdout"]["question"][0]]
+    ids, mask = batch(tok, questions)
+    for strategy in (dict(do_sample=False), dict(num_beams=2, do_sample=False)):
+        eager = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=16, pad_token_id=tok.pad_token_id,
+                               logits_processor=[guard.logits_processor(ids, mask)], **strategy)  # fmt: skip
+        assert torch.equal(guard.generate(ids, mask, max_new_tokens=16, **strategy), eager)
+
+
+def test_features_do_not_depend_on_the_padding_of_the_batch():
+    data, tok, model, guard = _built()
+    short, long = data["forget"]["question"][0], data["retain"]["question"][0] + " and more words here"
+    alone = guard.question_features([short])
+    padded = guard.question_features([short, long])[:1]
+    assert torch.allclose(alone, padded, atol=1e-5)

@@ -27,12 +27,23 @@ def mean_pooled_hidden_states(model, input_ids, attention_mask, layer: int = -2)
     """Eq. 3: mean of layer ``layer``'s hidden states over the real (mask = 1) tokens, (B, d), fp32.
 
     ``layer`` indexes ``output_hidden_states`` (0 = embeddings, -1 = last layer, -2 = penultimate).
-    Works for left- or right-padded batches.
+    Works for left- or right-padded batches: positions count real tokens only, as in ``generate``, so a
+    prompt's features do not depend on the padding of its batch.
     """
-    out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-    hidden = out.hidden_states[layer].float()  # (B, T, d)
-    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
-    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        output_hidden_states=True,
+    )
+    return masked_mean(out.hidden_states[layer], attention_mask)
+
+
+def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, d) hidden states → (B, d) fp32 mean over the positions where the mask is 1."""
+    mask = attention_mask.to(torch.float32).unsqueeze(-1)  # (B, T, 1)
+    return (hidden.float() * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
 class PromptClassifier(torch.nn.Module):

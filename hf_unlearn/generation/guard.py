@@ -46,7 +46,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from ..data.qa import PLAIN_PROMPT_TEMPLATE, encode_prompt
 from ..registry import Paper, register_method
-from .classifier import PromptClassifier, mean_pooled_hidden_states
+from .classifier import PromptClassifier, masked_mean, mean_pooled_hidden_states
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ INDEX_FILE = "forget_index.json"
 EMBEDDINGS_FILE = "answer_embeddings.safetensors"
 PHRASE_MODES = ("ngrams", "entities")
 FEATURE_SOURCES = ("hidden_states", "sentence_embedding")
+WORD_ENCODERS = ("sentence", "static")
 
 STOPWORDS = frozenset(
     """a an the and or but if then than so of in on at to for from by with without about as into onto
@@ -111,6 +112,12 @@ class GUARDConfig:
                   "'entities': capitalised spans and numbers."},
     )  # fmt: skip
     max_ngram: int = field(default=3, metadata={"help": "N of the n-gram phrases."})
+    word_encoder: str = field(
+        default="sentence",
+        metadata={"help": "How candidate words and phrases are embedded for semantic matching: 'sentence' (the "
+                  "full sentence model, as in the paper) or 'static' (mean of the sentence model's input "
+                  "word-piece embeddings: no transformer pass, far faster, coarser)."},
+    )  # fmt: skip
     semantic_top_k: int = field(
         default=5,
         metadata={"help": "Candidates per row checked by text and semantic matching (0 = trie only)."},
@@ -134,6 +141,8 @@ class GUARDConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         if self.feature_source not in FEATURE_SOURCES:
             raise ValueError(f"feature_source must be one of {FEATURE_SOURCES}, got {self.feature_source!r}")
+        if self.word_encoder not in WORD_ENCODERS:
+            raise ValueError(f"word_encoder must be one of {WORD_ENCODERS}, got {self.word_encoder!r}")
         if self.phrase_mode not in PHRASE_MODES:
             raise ValueError(f"phrase_mode must be one of {PHRASE_MODES}, got {self.phrase_mode!r}")
         for name in ("retrieve_top_n", "max_ngram", "classifier_hidden_size", "classifier_epochs"):
@@ -180,14 +189,11 @@ def extract_phrases(text: str, mode: str = "ngrams", max_ngram: int = 3) -> list
 def phrase_token_sequences(tokenizer, phrases: Iterable[str]) -> list[list[int]]:
     """Token ids of each phrase as a tokenizer may emit it: with and without a leading space, and with
     its first letter upper-cased (sentence start); duplicates removed."""
-    seqs: dict[tuple[int, ...], None] = {}
-    for p in phrases:
-        for variant in {p, p[:1].upper() + p[1:]}:
-            for text in (variant, " " + variant):
-                ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-                if ids:
-                    seqs[tuple(ids)] = None
-    return [list(s) for s in seqs]
+    texts = list(dict.fromkeys(t for p in phrases for v in (p, p[:1].upper() + p[1:]) for t in (v, " " + v)))
+    if not texts:
+        return []
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]  # one batched call
+    return [list(s) for s in dict.fromkeys(tuple(ids) for ids in encoded if ids)]
 
 
 class TokenTrie:
@@ -277,6 +283,27 @@ class SentenceEmbedder:
         return torch.stack([self.cache[t] for t in texts])  # (n, d)
 
 
+class StaticWordEmbedder(SentenceEmbedder):
+    """Normalised mean of the sentence model's *input* word-piece embeddings: a word's vector with no
+    transformer pass (``word_encoder="static"``), cached like :class:`SentenceEmbedder`."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.tokenizer = model.tokenizer
+        self.table = model[0].auto_model.get_input_embeddings().weight.detach().float().cpu()  # (V, d)
+
+    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
+        if missing:
+            enc = self.tokenizer(missing, add_special_tokens=False, padding=True, return_tensors="pt")
+            mask = enc["attention_mask"].unsqueeze(-1).float()  # (n, T, 1)
+            emb = (self.table[enc["input_ids"]] * mask).sum(1) / mask.sum(1).clamp(min=1)
+            self.cache.update(zip(missing, torch.nn.functional.normalize(emb, dim=-1), strict=True))
+        if not texts:
+            return torch.zeros(0, 0)
+        return torch.stack([self.cache[t] for t in texts])
+
+
 # -------------------------------------------------------------------------------- logits processor
 @dataclass
 class RowConstraint:
@@ -285,6 +312,9 @@ class RowConstraint:
     trie: TokenTrie
     phrases: list[str]
     embeddings: torch.Tensor | None  # (n_phrases, d) normalised, or None without semantic matching
+
+    def __post_init__(self):
+        self.lowered = [p.lower() for p in self.phrases]
 
 
 class GUARDLogitsProcessor(LogitsProcessor):
@@ -299,9 +329,12 @@ class GUARDLogitsProcessor(LogitsProcessor):
             them only the trie is used).
     """
 
-    def __init__(self, prompt_length: int, rows: Sequence[RowConstraint | None], tokenizer=None, embedder=None,
+    def __init__(self, prompt_length: int, rows, tokenizer=None, embedder=None,
                  config: GUARDConfig | None = None, eos_token_id: int | None = None):  # fmt: skip
-        self.prompt_length, self.rows = prompt_length, list(rows)
+        # ``rows`` may also be a callable (input_ids, scores) -> rows, resolved at the first step (GUARD
+        # classifies from generate's own prefill that way, see GUARD.generate)
+        self.prompt_length = prompt_length
+        self.rows, self._resolve = (None, rows) if callable(rows) else (list(rows), None)
         self.tokenizer, self.embedder = tokenizer, embedder
         self.config = config or GUARDConfig()
         self.eos_token_id = eos_token_id
@@ -312,12 +345,15 @@ class GUARDLogitsProcessor(LogitsProcessor):
         return any(r is not None for r in self.rows)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.rows is None:
+            self.rows = list(self._resolve(input_ids, scores))
         if not self.has_targets:
             return scores
         n, k = input_ids.shape[0], len(self.rows)
         if n % k:
             raise ValueError(f"{n} rows of input_ids do not map onto {k} prompts")
         out = scores.clone()
+        pending: list[tuple[int, int, str, RowConstraint]] = []  # (row, candidate, word, constraint)
         for r in range(n):
             row = self.rows[r // (n // k)]
             if row is None:
@@ -327,9 +363,17 @@ class GUARDLogitsProcessor(LogitsProcessor):
             if blocked:
                 out[r, list(blocked)] = -math.inf
             if self.tokenizer is not None and self.config.semantic_top_k > 0:
-                self._shortlist(out, r, generated, row)
-            if self.eos_token_id is not None and not torch.isfinite(out[r]).any():
-                out[r, self.eos_token_id] = 0.0  # everything is forbidden: stop rather than fail
+                pending += [(r, c, w, row) for c, w in self._shortlist(out, r, generated, row)]
+        if pending and self.embedder is not None:  # one embedding call for every row's words
+            emb = self.embedder([w for _, _, w, _ in pending])  # (n_words, d)
+            cfg = self.config
+            for (r, c, _, row), e in zip(pending, emb, strict=True):
+                s = float((row.embeddings @ e).max())
+                out[r, c] = -math.inf if s >= cfg.semantic_threshold else out[r, c] - cfg.semantic_weight * s
+        if self.eos_token_id is not None:
+            for r in range(n):
+                if not torch.isfinite(out[r]).any():
+                    out[r, self.eos_token_id] = 0.0  # everything is forbidden: stop rather than fail
         return out
 
     def _piece(self, token: int) -> str:
@@ -337,25 +381,26 @@ class GUARDLogitsProcessor(LogitsProcessor):
             self._pieces[token] = self.tokenizer.decode([token])
         return self._pieces[token]
 
-    def _shortlist(self, out: torch.Tensor, r: int, generated: list[int], row: RowConstraint) -> None:
-        """Text and semantic matching of the top-k candidates of row ``r`` (in place on ``out``)."""
+    def _shortlist(self, out: torch.Tensor, r: int, generated: list[int], row: RowConstraint):
+        """Top-k candidates of row ``r``: a candidate whose text completes a phrase (any tokenisation) is
+        removed in place; returns the (candidate, word being formed) pairs to compare semantically."""
         cfg = self.config
         finite = torch.isfinite(out[r])
         k = min(cfg.semantic_top_k, int(finite.sum()))
         if k == 0:
-            return
+            return []
         cands = torch.topk(out[r].masked_fill(~finite, -math.inf), k).indices.tolist()
         text = self.tokenizer.decode(generated[-16:]) if generated else ""
         partial = re.split(r"\s", text)[-1] if text and not text[-1].isspace() else ""
-        lowered = [p.lower() for p in row.phrases]
-        words, word_of = [], {}
+        words = []
         for c in cands:
             piece = self._piece(c)
             tail = (text + piece).lower()
             if any(
-                tail.endswith(p) and (len(tail) == len(p) or not tail[-len(p) - 1].isalnum()) for p in lowered
+                tail.endswith(p) and (len(tail) == len(p) or not tail[-len(p) - 1].isalnum())
+                for p in row.lowered
             ):
-                out[r, c] = -math.inf  # completes a phrase, whatever the tokenisation
+                out[r, c] = -math.inf
                 continue
             word = re.sub(r"\W+$", "", piece.strip() if piece[:1].isspace() else partial + piece)
             if (
@@ -363,16 +408,8 @@ class GUARDLogitsProcessor(LogitsProcessor):
                 and len(word) >= cfg.min_word_chars
                 and word.lower() not in STOPWORDS
             ):
-                word_of[c] = word
-                words.append(word)
-        if not words or self.embedder is None:
-            return
-        sims = (self.embedder(words) @ row.embeddings.T).max(-1).values  # (n_words,)
-        for (c, _), s in zip(word_of.items(), sims.tolist(), strict=True):
-            if s >= cfg.semantic_threshold:
-                out[r, c] = -math.inf
-            else:
-                out[r, c] = out[r, c] - cfg.semantic_weight * s
+                words.append((c, word))
+        return words
 
 
 # ---------------------------------------------------------------------------------- GUARD object
@@ -412,6 +449,8 @@ class GUARD:
         self.classifier = classifier.eval()
         self.answers, self.answer_embeddings = answers, answer_embeddings.float()
         self.embedder = SentenceEmbedder(sentence_model or load_sentence_model(config.sentence_model))
+        word_cls = StaticWordEmbedder if config.word_encoder == "static" else SentenceEmbedder
+        self.word_embedder = word_cls(self.embedder.model)
         self.fingerprint = fingerprint or tokenizer_fingerprint(tokenizer)
         self.forget_fingerprint = forget_fingerprint
         if self.fingerprint != tokenizer_fingerprint(tokenizer):
@@ -525,50 +564,111 @@ class GUARD:
         return self.classifier.target_probability(feats)
 
     # ------------------------------------------------------------------------- restriction
+    def retrieve(self, questions: Sequence[str]) -> list[list[int]]:
+        """Indices of the ``retrieve_top_n`` forget answers most similar to each question."""
+        sims = self.embedder(list(questions)) @ self.answer_embeddings.T  # (n_questions, n_answers)
+        return torch.topk(sims, min(self.config.retrieve_top_n, len(self.answers)), dim=-1).indices.tolist()
+
+    def answer_constraint(self, i: int) -> RowConstraint:
+        """Phrases, token sequences and phrase embeddings of forget answer ``i`` (computed once, cached)."""
+        cache = self.__dict__.setdefault("_answer_cache", {})
+        if i not in cache:
+            cfg = self.config
+            phrases = extract_phrases(self.answers[i], cfg.phrase_mode, cfg.max_ngram)
+            trie = TokenTrie(phrase_token_sequences(self.tokenizer, phrases))
+            emb = self.word_embedder(phrases) if cfg.semantic_top_k > 0 and phrases else None
+            cache[i] = RowConstraint(trie, phrases, emb)
+        return cache[i]
+
+    def constraint(self, answer_ids: Sequence[int]) -> RowConstraint:
+        """The union of the constraints of the retrieved answers."""
+        parts = [self.answer_constraint(i) for i in answer_ids]
+        if len(parts) == 1:
+            return parts[0]
+        phrases = list(dict.fromkeys(p for c in parts for p in c.phrases))
+        trie = TokenTrie(phrase_token_sequences(self.tokenizer, phrases))
+        embs = [c.embeddings for c in parts if c.embeddings is not None]
+        return RowConstraint(trie, phrases, torch.cat(embs) if embs else None)
+
     def forbidden_phrases(self, question: str) -> list[str]:
         """Phrases of the ``retrieve_top_n`` forget answers most similar to ``question``."""
-        sims = self.answer_embeddings @ self.embedder([question])[0]  # (n_answers,)
-        top = torch.topk(sims, min(self.config.retrieve_top_n, len(self.answers))).indices.tolist()
-        phrases: dict[str, None] = {}
-        for i in top:
-            phrases.update(
-                dict.fromkeys(
-                    extract_phrases(self.answers[i], self.config.phrase_mode, self.config.max_ngram)
-                )
-            )
-        return list(phrases)
+        return self.constraint(self.retrieve([question])[0]).phrases
 
     def logits_processor(self, input_ids, attention_mask=None) -> GUARDLogitsProcessor:
-        """The processor for this batch of prompts (classified now; targets get their constraints)."""
+        """The processor for this batch of prompts, classified now by a separate forward pass (for use in
+        your own ``model.generate(..., logits_processor=[...])``)."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        is_target = (self.target_probability(input_ids, attention_mask) > self.config.threshold).tolist()
-        rows: list[RowConstraint | None] = []
-        questions = self.prompt_texts(input_ids, attention_mask) if any(is_target) else []
-        semantic = self.config.semantic_top_k > 0
-        for b, target in enumerate(is_target):
-            if not target:
-                rows.append(None)
-                continue
-            phrases = self.forbidden_phrases(questions[b])
-            trie = TokenTrie(phrase_token_sequences(self.tokenizer, phrases))
-            emb = self.embedder(phrases) if semantic and phrases else None
-            rows.append(RowConstraint(trie, phrases, emb))
+        rows = self.rows_for(input_ids, attention_mask, self.target_probability(input_ids, attention_mask))
         return GUARDLogitsProcessor(
-            input_ids.shape[1], rows, self.tokenizer, self.embedder, self.config, self.tokenizer.eos_token_id
+            input_ids.shape[1],
+            rows,
+            self.tokenizer,
+            self.word_embedder,
+            self.config,
+            self.tokenizer.eos_token_id,
         )
 
+    def rows_for(self, input_ids, attention_mask, probabilities: torch.Tensor) -> list[RowConstraint | None]:
+        """Constraints of each prompt of the batch: ``None`` unless p(forget) > threshold."""
+        rows: list[RowConstraint | None] = [None] * len(probabilities)
+        targets = [b for b, p in enumerate(probabilities.tolist()) if p > self.config.threshold]
+        if targets:
+            questions = self.prompt_texts(input_ids[targets], attention_mask[targets])
+            for b, answer_ids in zip(targets, self.retrieve(questions), strict=True):
+                rows[b] = self.constraint(answer_ids)
+        return rows
+
+    def _feature_module(self):
+        """The module whose output is ``hidden_states[layer]`` (Llama-style decoders), else ``None``."""
+        inner = getattr(self.model, "model", None)
+        layers, norm = getattr(inner, "layers", None), getattr(inner, "norm", None)
+        if self.config.feature_source != "hidden_states" or layers is None or norm is None:
+            return None
+        i = self.config.layer % (len(layers) + 1)
+        return self.model.get_input_embeddings() if i == 0 else layers[i - 1] if i < len(layers) else norm
+
     def generate(self, input_ids, attention_mask=None, **kwargs):
-        """``model.generate`` with GUARD's processor added (any decoding strategy and other processors)."""
-        processor = self.logits_processor(input_ids, attention_mask)
+        """``model.generate`` with GUARD's processor added (any decoding strategy and other processors).
+
+        With hidden-state features on a Llama-style decoder, the prompt is classified from ``generate``'s
+        own prefill (a forward hook reads layer l during the first forward), so non-target prompts cost
+        no extra forward pass; otherwise it is classified by a separate forward first.
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        module = self._feature_module()
+        captured: dict[str, torch.Tensor] = {}
+        handle = None
+        if module is None:
+            processor = self.logits_processor(input_ids, attention_mask)
+        else:
+
+            def hook(_module, _args, output):
+                if "h" not in captured:  # the prefill: the whole (expanded) prompt
+                    captured["h"] = (output[0] if isinstance(output, tuple) else output).detach()
+
+            def resolve(ids, _scores):
+                h = captured["h"]  # (B·k, T, d), k = beams / return sequences per prompt
+                h = h[:: h.shape[0] // input_ids.shape[0]]
+                probs = self.classifier.target_probability(masked_mean(h, attention_mask.to(h.device)).cpu())
+                return self.rows_for(input_ids, attention_mask, probs)
+
+            handle = module.register_forward_hook(hook)
+            processor = GUARDLogitsProcessor(input_ids.shape[1], resolve, self.tokenizer, self.word_embedder,
+                                             self.config, self.tokenizer.eos_token_id)  # fmt: skip
         extra = kwargs.pop("logits_processor", None) or []
         kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
-        return self.model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            logits_processor=LogitsProcessorList([*extra, processor]),
-            **kwargs,
-        )
+        try:
+            return self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                logits_processor=LogitsProcessorList([*extra, processor]),
+                **kwargs,
+            )
+        finally:
+            if handle is not None:
+                handle.remove()
 
     # ------------------------------------------------------------------------------ storage
     def save_pretrained(self, folder) -> None:
