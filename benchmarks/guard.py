@@ -25,8 +25,10 @@ Protocol (the Markdown output repeats it)
   ROUGE-L recall against the gold answers. "Identical" = the decoded continuation equals plain
   ``generate``'s for the same prompt.
 * Throughput: tokens generated (up to EOS) per second, plain ``model.generate`` vs ``guard.generate`` on
-  the same batches, alternating which runs first, measured in the same run; separately for target prompts
-  (the forget split) and non-target prompts (retain + world facts).
+  the same batches, alternating which runs first, measured in the same run. Flagged and unflagged prompts
+  are batched and timed apart: target throughput = the forget split's flagged prompts; non-target = the
+  unflagged retain and world-facts prompts. The default GUARD's sentence-model word cache starts empty
+  for each split (a long-running server would keep it warm).
 * FLAT, for comparison: the FLAT (KL) rows of ``results/tofu.json`` (same target model, same evaluation
   settings; FLAT changes the weights, GUARD does not). GUARD leaves every probability-based TOFU metric
   (truth ratio, forget quality, answer probability) exactly as the target's, since logits are unchanged.
@@ -211,20 +213,42 @@ def run_split(split, data, tok, target, retain_model, cfg, sentence_model, cap) 
         # non-target sets: the variants differ only on flagged prompts, so only the default runs
         variants = list(VARIANTS) if name in ("forget", "paraphrased forget") else ["GUARD"]
         for v in variants:
-            gen = generate_both(target, tok, guards[v], qs, cfg.max_new_tokens, order_flip=bool(i % 2))
-            same = [a == b for a, b in zip(gen["plain"], gen["guard"], strict=True)]
-            entry["rouge_l_plain"] = mean(rouge_l_recall(gen["plain"], gold))
+            # flagged and unflagged prompts are timed apart (target vs non-target throughput)
+            groups = {
+                g: [j for j, f in enumerate(flagged) if f == (g == "flagged")] for g in ("flagged", "not")
+            }
+            plain, guarded, speed = [None] * len(qs), [None] * len(qs), {}
+            for g, idx in groups.items():
+                if not idx:
+                    continue
+                sub = [qs[j] for j in idx]
+                gen = generate_both(target, tok, guards[v], sub, cfg.max_new_tokens, order_flip=bool(i % 2))
+                for j, a, b in zip(idx, gen["plain"], gen["guard"], strict=True):
+                    plain[j], guarded[j] = a, b
+                speed[g] = {
+                    "rows": len(idx),
+                    "plain_tokens_per_s": gen["plain_tokens"] / gen["plain_s"],
+                    "guard_tokens_per_s": gen["guard_tokens"] / gen["guard_s"],
+                }
+                speed[g]["ratio"] = speed[g]["guard_tokens_per_s"] / speed[g]["plain_tokens_per_s"]
+            same = [a == b for a, b in zip(plain, guarded, strict=True)]
+            entry["rouge_l_plain"] = mean(rouge_l_recall(plain, gold))
+            main_group = (
+                "flagged" if name in ("forget", "paraphrased forget") and "flagged" in speed else "not"
+            )
+            main_group = main_group if main_group in speed else next(iter(speed))
             entry["variants"][v] = {
-                "rouge_l": mean(rouge_l_recall(gen["guard"], gold)),
+                "rouge_l": mean(rouge_l_recall(guarded, gold)),
                 "identical": sum(same) / len(qs),
-                "identical_when_not_flagged": mean([s for s, f in zip(same, flagged, strict=True) if not f]),
-                "plain_tokens_per_s": gen["plain_tokens"] / gen["plain_s"],
-                "guard_tokens_per_s": gen["guard_tokens"] / gen["guard_s"],
-                "throughput_ratio": (gen["guard_tokens"] / gen["guard_s"])
-                / (gen["plain_tokens"] / gen["plain_s"]),
+                "identical_when_not_flagged": mean([x for x, f in zip(same, flagged, strict=True) if not f]),
+                "speed": speed,
+                "speed_group": main_group,
+                "plain_tokens_per_s": speed[main_group]["plain_tokens_per_s"],
+                "guard_tokens_per_s": speed[main_group]["guard_tokens_per_s"],
+                "throughput_ratio": speed[main_group]["ratio"],
                 "examples": [
                     {"question": q, "plain": a, "guard": b}
-                    for q, a, b in list(zip(qs, gen["plain"], gen["guard"], strict=True))[:3]
+                    for q, a, b in list(zip(qs, plain, guarded, strict=True))[:3]
                 ],
             }
             e = entry["variants"][v]
@@ -380,15 +404,16 @@ def markdown(r: dict) -> str:
             f"## {s}",
             "",
             "| prompts | rows | flagged as target | variant | ROUGE-L plain | ROUGE-L GUARD | retain model | "
-            "identical to plain | identical (not flagged) | tokens/s plain | tokens/s GUARD | ratio |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "identical to plain | identical (not flagged) | timed prompts | tokens/s plain | tokens/s GUARD | ratio |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for name, e in v["sets"].items():
             for vn, x in e["variants"].items():
                 lines.append(
                     f"| {name} | {e['rows']} | {_f(e['flagged_as_target'], 2)} | {vn} | {_f(e['rouge_l_plain'])} | "
                     f"{_f(x['rouge_l'])} | {_f(e.get('rouge_l_retain_model'))} | {_f(x['identical'], 2)} | "
-                    f"{_f(x['identical_when_not_flagged'], 3)} | {_f(x['plain_tokens_per_s'], 0)} | "
+                    f"{_f(x['identical_when_not_flagged'], 3)} | {x['speed_group']} "
+                    f"({x['speed'][x['speed_group']]['rows']}) | {_f(x['plain_tokens_per_s'], 0)} | "
                     f"{_f(x['guard_tokens_per_s'], 0)} | {_f(x['throughput_ratio'], 2)} |"
                 )
         c = v["classifier"]

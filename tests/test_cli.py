@@ -126,3 +126,8 @@ def test_train_ssd_and_eval_an_image_classifier_from_disk(tmp_path, capsys):
     )
     result = json.loads(capsys.readouterr().out)
     assert {"UA", "RA", "TA", "MIA", "entropy_MIA"} <= set(result)
+
+
+def test_train_refuses_a_method_that_is_not_a_trainer(capsys):
+    assert main(["train", "guard"]) == 2
+    assert "not a trainer" in capsys.readouterr().out

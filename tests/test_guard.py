@@ -176,6 +176,8 @@ def test_push_to_hub_uploads_the_folder_without_the_token(tmp_path):
         guard.push_to_hub("user/guard-demo", token=TOKEN)
         files = hub.files("user/guard-demo")
         assert TOKEN in hub.tokens_seen()
+        pulled = GUARD.from_pretrained("user/guard-demo", model, tok, sentence_model=guard.embedder.model)
+        assert pulled.answers == guard.answers
     assert {"README.md", "guard_config.json", "forget_index.json", "prompt_classifier.safetensors"} <= set(
         files
     )
@@ -227,3 +229,17 @@ def test_features_do_not_depend_on_the_padding_of_the_batch():
     alone = guard.question_features([short])
     padded = guard.question_features([short, long])[:1]
     assert torch.allclose(alone, padded, atol=1e-5)
+
+
+def test_classifier_training_is_seeded_and_leaves_the_global_rng_alone():
+    from hf_unlearn.generation import PromptClassifier
+
+    feats, labels = torch.randn(20, 6), torch.tensor([0, 1] * 10)
+    state = torch.random.get_rng_state()
+    a, b = PromptClassifier.seeded(6, 8, seed=3), PromptClassifier.seeded(6, 8, seed=3)
+    a.fit(feats, labels, epochs=5, seed=1)
+    b.fit(feats, labels, epochs=5, seed=1)
+    assert all(
+        torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
+    assert torch.equal(torch.random.get_rng_state(), state)

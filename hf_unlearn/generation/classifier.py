@@ -64,6 +64,13 @@ class PromptClassifier(torch.nn.Module):
         self.register_buffer("mean", torch.zeros(input_dim))
         self.register_buffer("std", torch.ones(input_dim))
 
+    @classmethod
+    def seeded(cls, input_dim: int, hidden_size: int = 256, seed: int = 0) -> PromptClassifier:
+        """A classifier whose initial weights depend only on ``seed`` (the caller's RNG is left alone)."""
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            return cls(input_dim, hidden_size)
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Logits (B, 2) of (not target, target) for features (B, d)."""
         return self.net((features.float() - self.mean) / self.std)
@@ -95,16 +102,17 @@ class PromptClassifier(torch.nn.Module):
         self.std.copy_(features.std(0).clamp(min=1e-6))
         counts = torch.bincount(labels, minlength=2).float()
         weight = counts.sum() / (2 * counts)  # balanced classes
-        torch.manual_seed(seed)
         opt = torch.optim.AdamW(self.parameters(), lr=learning_rate, weight_decay=weight_decay)
         history = []
-        self.train()
-        for _ in range(epochs):
-            opt.zero_grad()
-            loss = F.cross_entropy(self(features), labels, weight=weight.to(features.device))
-            loss.backward()
-            opt.step()
-            history.append(loss.item())
+        with torch.random.fork_rng():  # seeded dropout, without touching the caller's RNG
+            torch.manual_seed(seed)
+            self.train()
+            for _ in range(epochs):
+                opt.zero_grad()
+                loss = F.cross_entropy(self(features), labels, weight=weight.to(features.device))
+                loss.backward()
+                opt.step()
+                history.append(loss.item())
         self.eval()
         return history
 

@@ -506,7 +506,7 @@ class GUARD:
         guard.embedder = SentenceEmbedder(sentence_model or load_sentence_model(config.sentence_model))
         feats = guard.question_features(positives + neg)
         labels = torch.tensor([1] * len(positives) + [0] * len(neg))
-        clf = PromptClassifier(feats.shape[1], config.classifier_hidden_size)
+        clf = PromptClassifier.seeded(feats.shape[1], config.classifier_hidden_size, config.seed)
         clf.fit(feats, labels, config.classifier_epochs, config.classifier_learning_rate, seed=config.seed)
         answer_emb = guard.embedder(answers)
         return cls(model, tokenizer, config, clf, answers, answer_emb, guard.embedder.model,
