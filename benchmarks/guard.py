@@ -446,7 +446,7 @@ def markdown(r: dict) -> str:
             lines.append(
                 f"| GUARD | no | {_f(g['forget'])} | {_f(g['retain'])} | {_f(g['world_facts'])} | "
                 f"{fl['target']['forget_quality']:.2e} (= target: logits unchanged) | "
-                f"{_f(fl['target']['model_utility'])} (probability terms = target's) |"
+                "not computed (its probability terms are the target's) |"
             )
         ex = v["sets"]["forget"]["variants"]["GUARD"]["examples"][:2]
         lines += ["", "Examples (forget, default GUARD):", ""] + [
