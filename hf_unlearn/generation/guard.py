@@ -501,16 +501,16 @@ class GUARD:
         answers = [a for a in forget[answer_column]]
         if any(not isinstance(a, str) or not a.strip() for a in answers):
             raise ValueError("forget set has empty answers")
-        guard = cls.__new__(cls)  # features need the embedder before the classifier exists
-        guard.model, guard.tokenizer, guard.config = model, tokenizer, config
-        guard.embedder = SentenceEmbedder(sentence_model or load_sentence_model(config.sentence_model))
-        feats = guard.question_features(positives + neg)
+        embedder = SentenceEmbedder(sentence_model or load_sentence_model(config.sentence_model))
+        answer_emb = embedder(answers)  # (n_answers, d_sentence)
+        width = model.config.hidden_size if config.feature_source == "hidden_states" else answer_emb.shape[1]
+        clf = PromptClassifier.seeded(width, config.classifier_hidden_size, config.seed)
+        guard = cls(model, tokenizer, config, clf, answers, answer_emb, embedder.model,
+                    forget_fingerprint=dataset_fingerprint(forget))  # fmt: skip
         labels = torch.tensor([1] * len(positives) + [0] * len(neg))
-        clf = PromptClassifier.seeded(feats.shape[1], config.classifier_hidden_size, config.seed)
-        clf.fit(feats, labels, config.classifier_epochs, config.classifier_learning_rate, seed=config.seed)
-        answer_emb = guard.embedder(answers)
-        return cls(model, tokenizer, config, clf, answers, answer_emb, guard.embedder.model,
-                   forget_fingerprint=dataset_fingerprint(forget))  # fmt: skip
+        clf.fit(guard.question_features(positives + neg), labels, config.classifier_epochs,
+                config.classifier_learning_rate, seed=config.seed)  # fmt: skip
+        return guard
 
     # ---------------------------------------------------------------------------- detection
     def question_features(self, questions: Sequence[str], batch_size: int = 32) -> torch.Tensor:
