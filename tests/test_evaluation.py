@@ -92,6 +92,25 @@ def test_truth_ratio_and_scores():
         truth_ratios(log_p, torch.tensor([[0.1], [math.nan]]).log())
 
 
+def test_truth_ratio_arithmetic_and_geometric_means_by_hand():
+    log_p = torch.tensor([0.5, 0.2]).log()
+    pert = torch.tensor([[0.1, 0.4], [0.4, math.nan]]).log()
+    # TOFU paper: arithmetic mean of the perturbed P_norm: (.1 + .4) / 2 / .5, .4 / .2
+    arith = truth_ratios(log_p, pert, truth_ratio_mean="arithmetic")
+    torch.testing.assert_close(arith, torch.tensor([0.5, 2.0], dtype=torch.float64))
+    # TOFU's code (aggregate_eval_stat.py) and open-unlearning (exp of the mean per-token loss):
+    # geometric mean sqrt(.1 * .4) = .2, so .2 / .5; one perturbed answer: the same .4 / .2
+    geo = truth_ratios(log_p, pert, truth_ratio_mean="geometric")
+    torch.testing.assert_close(geo, torch.tensor([0.4, 2.0], dtype=torch.float64))
+    torch.testing.assert_close(truth_ratios(log_p, pert), arith)  # the default: arithmetic (paper)
+    tiny = truth_ratios(
+        torch.tensor([-2000.0]), torch.tensor([[-2001.0, -2003.0]]), truth_ratio_mean="geometric"
+    )
+    assert tiny.item() == pytest.approx(math.exp(-2))
+    with pytest.raises(ValueError, match="geometric"):
+        truth_ratios(log_p, pert, truth_ratio_mean="harmonic")
+
+
 def test_harmonic_mean():
     assert harmonic_mean([1.0, 0.5, 0.25]) == pytest.approx(3 / 7)  # 3 / (1 + 2 + 4)
     assert harmonic_mean([0.9, 0.0, 0.8]) == 0.0
@@ -109,6 +128,12 @@ def test_min_k_percent_score():
         min_k_percent_score(lp, k=0.0)
     with pytest.raises(ValueError):
         min_k_percent_score(lp[None], k=0.2)
+
+
+def test_min_k_percent_score_open_unlearning_k():
+    # 9 tokens (10 minus the EOS), k = 0.4: floor(3.6) = 3 lowest: -5, -4, -3
+    lp = torch.tensor([-1.0, -5.0, -2.0, -0.5, -3.0, -4.0, -0.1, -0.2, -0.3])
+    assert min_k_percent_score(lp, k=0.4) == pytest.approx(-4.0)
 
 
 def test_mia_auc():
@@ -275,6 +300,113 @@ def test_min_k_mia_separates_members(demo):
         demo["trained"], tok, ds["holdout"]["question"], ds["holdout"]["answer"], disable_tqdm=True
     )
     assert res["nonmember_scores"] == pytest.approx([min_k_percent_score(lp, 0.2) for lp in lps])
+
+
+class _Bigram(torch.nn.Module):
+    """Stub causal LM: the next-token logits depend only on the current token (``table[token]``)."""
+
+    def __init__(self, vocab_size, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.table = torch.nn.Parameter(torch.randn(vocab_size, vocab_size, generator=g) * 3)
+
+    def forward(self, input_ids, attention_mask=None):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(logits=self.table[input_ids])
+
+
+def _bigram_answer_logprobs_by_hand(model, tok, question, answer):
+    """Plain-Python log p of every answer token (EOS last) of ``encode_qa``'s row, and the ids."""
+    from hf_unlearn.data.qa import encode_qa
+
+    row = encode_qa(tok, question, answer, max_length=256)
+    logp = torch.log_softmax(model.table.detach().double(), dim=-1)
+    ids, labels = row["input_ids"], row["labels"]
+    scored = [(ids[t - 1], ids[t]) for t in range(1, len(ids)) if labels[t] != -100]
+    return [logp[a, b].item() for a, b in scored], [b for _, b in scored]
+
+
+def _min_k_by_hand(values, k):
+    lowest = sorted(values)[: max(1, int(k * len(values)))]
+    return sum(lowest) / len(lowest)
+
+
+def test_min_k_mia_conventions_by_hand(demo):
+    ds, tok = demo["ds"], demo["tok"]
+    model = _Bigram(len(tok))
+    members, nonmembers = ds["forget"].select(range(4)), ds["holdout"].select(range(4))
+    by_hand = {"members": [], "nonmembers": []}
+    for name, split in (("members", members), ("nonmembers", nonmembers)):
+        for q, a in zip(split["question"], split["answer"], strict=True):
+            values, targets = _bigram_answer_logprobs_by_hand(model, tok, q, a)
+            assert targets[-1] == tok.eos_token_id  # the answer ends with EOS
+            by_hand[name].append(values)
+    kw = dict(disable_tqdm=True)
+    # default convention "hf_unlearn": k = 0.2 over every answer token, the EOS included
+    res = min_k_mia(model, tok, members, nonmembers, **kw)
+    assert (res["convention"], res["k"], res["include_eos"]) == ("hf_unlearn", 0.2, True)
+    assert res["member_scores"] == pytest.approx([_min_k_by_hand(v, 0.2) for v in by_hand["members"]])
+    assert res["nonmember_scores"] == pytest.approx([_min_k_by_hand(v, 0.2) for v in by_hand["nonmembers"]])
+    # open-unlearning (src/evals/metrics/mia/min_k.py, configs/eval/tofu_metrics/mia_min_k.yaml):
+    # k = 0.4, the EOS prediction dropped (utils.tokenwise_logprobs)
+    res = min_k_mia(model, tok, members, nonmembers, convention="open-unlearning", **kw)
+    assert (res["convention"], res["k"], res["include_eos"]) == ("open-unlearning", 0.4, False)
+    assert res["member_scores"] == pytest.approx([_min_k_by_hand(v[:-1], 0.4) for v in by_hand["members"]])
+    assert res["nonmember_scores"] == pytest.approx(
+        [_min_k_by_hand(v[:-1], 0.4) for v in by_hand["nonmembers"]]
+    )
+    # explicit k / include_eos override the convention's values
+    res = min_k_mia(model, tok, members, nonmembers, k=0.5, include_eos=False, **kw)
+    assert (res["k"], res["include_eos"]) == (0.5, False)
+    assert res["member_scores"] == pytest.approx([_min_k_by_hand(v[:-1], 0.5) for v in by_hand["members"]])
+    with pytest.raises(ValueError, match="open-unlearning"):
+        min_k_mia(model, tok, members, nonmembers, convention="nope", **kw)
+
+
+def test_answer_logprobs_include_eos_false_drops_only_the_eos(demo):
+    tok = demo["tok"]
+    model = _Bigram(len(tok))
+    q, a = demo["ds"]["forget"]["question"][:2], demo["ds"]["forget"]["answer"][:2]
+    full = answer_logprobs(model, tok, q, a, disable_tqdm=True)
+    no_eos = answer_logprobs(model, tok, q, a, include_eos=False, disable_tqdm=True)
+    for f, n, question, answer in zip(full, no_eos, q, a, strict=True):
+        values, _ = _bigram_answer_logprobs_by_hand(model, tok, question, answer)
+        assert f.tolist() == pytest.approx(values, abs=1e-5)
+        torch.testing.assert_close(n, f[:-1])
+    # an answer cut by max_length has no EOS: nothing is dropped
+    from hf_unlearn.data.qa import encode_qa
+
+    cut_at = len(encode_qa(tok, q[0], a[0], max_length=256)["input_ids"]) - 2  # EOS and 1 token cut off
+    kw = dict(max_length=cut_at, disable_tqdm=True)
+    cut = answer_logprobs(model, tok, q[:1], a[:1], **kw)[0]
+    assert cut.numel() == full[0].numel() - 2
+    torch.testing.assert_close(answer_logprobs(model, tok, q[:1], a[:1], include_eos=False, **kw)[0], cut)
+
+
+def test_truth_ratio_mean_option_in_model_level_routines(demo):
+    ds, tok = demo["ds"], demo["tok"]
+    model, forget = demo["trained"], ds["forget"]
+    kw = dict(group_column="person", disable_tqdm=True)
+    perturbed = build_perturbed_answers(forget, n=3, group_column="person", seed=0)
+    logp = {}
+    for mean in ("arithmetic", "geometric"):
+        logp[mean] = model_truth_ratios(model, tok, forget, truth_ratio_mean=mean, **kw)
+    for i, (q, a, pert) in enumerate(zip(forget["question"], forget["answer"], perturbed, strict=True)):
+        lps = answer_logprobs(model, tok, [q] * (1 + len(pert)), [a, *pert], disable_tqdm=True)
+        p = [math.exp(lp.double().mean().item()) for lp in lps]  # P_norm of the answer, then perturbed
+        arith = sum(p[1:]) / len(p[1:]) / p[0]
+        geo = math.exp(sum(math.log(x) for x in p[1:]) / len(p[1:])) / p[0]
+        assert logp["arithmetic"][i] == pytest.approx(arith, rel=1e-4)
+        assert logp["geometric"][i] == pytest.approx(geo, rel=1e-4)
+    assert model_truth_ratios(model, tok, forget, **kw) == pytest.approx(logp["arithmetic"])  # default
+    res = evaluate_tofu(model, tok, {"forget": forget}, truth_ratio_mean="geometric", **KW)
+    assert res["forget_truth_ratios"] == pytest.approx(logp["geometric"], rel=1e-4)
+    assert res["splits"]["forget"]["truth_ratio"] == pytest.approx(
+        truth_ratio_score(logp["geometric"], forget=True), rel=1e-4
+    )
+    with pytest.raises(ValueError, match="truth_ratio_mean"):
+        evaluate_tofu(model, tok, {"forget": forget}, truth_ratio_mean="median", **KW)
 
 
 def test_evaluate_tofu_validates_inputs(demo):

@@ -9,7 +9,9 @@ from utils import demo_world
 
 from hf_unlearn.data.qa import encode_prompt
 from hf_unlearn.generation import GUARD, GUARDConfig, GUARDLogitsProcessor, TokenTrie, extract_phrases
-from hf_unlearn.generation.guard import RowConstraint, load_sentence_model, phrase_token_sequences
+from hf_unlearn.generation.embedders import load_sentence_model
+from hf_unlearn.generation.phrases import phrase_token_sequences
+from hf_unlearn.generation.processor import RowConstraint
 from hf_unlearn.tiny import train_tokenizer
 
 pytest.importorskip("sentence_transformers")
@@ -102,8 +104,9 @@ def test_forbidden_phrases_cannot_be_generated_greedy_or_beam():
     questions = list(data["forget"]["question"])
     ids, mask = batch(tok, questions)
     width = ids.shape[1]
-    plain = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=24, do_sample=False,
-                           pad_token_id=tok.pad_token_id)  # fmt: skip
+    plain = model.generate(
+        input_ids=ids, attention_mask=mask, max_new_tokens=24, do_sample=False, pad_token_id=tok.pad_token_id
+    )
     hits = 0
     for strategy in (dict(do_sample=False), dict(num_beams=3, do_sample=False)):
         out = guard.generate(ids, mask, max_new_tokens=24, **strategy)
@@ -134,8 +137,9 @@ def test_mixed_batch_changes_only_target_rows():
     questions = [data["retain"]["question"][0], data["forget"]["question"][0], data["retain"]["question"][1]]
     ids, mask = batch(tok, questions)
     width = ids.shape[1]
-    plain = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=20, do_sample=False,
-                           pad_token_id=tok.pad_token_id)  # fmt: skip
+    plain = model.generate(
+        input_ids=ids, attention_mask=mask, max_new_tokens=20, do_sample=False, pad_token_id=tok.pad_token_id
+    )
     out = guard.generate(ids, mask, max_new_tokens=20, do_sample=False)
     texts = [continuation(tok, r, width) for r in out]
     assert texts[0] == continuation(tok, plain[0], width) and texts[2] == continuation(tok, plain[2], width)
@@ -145,9 +149,13 @@ def test_mixed_batch_changes_only_target_rows():
 def test_sentence_embedding_features_also_work():
     data, tok, model, guard = _built()
     g = GUARD.from_forget_set(
-        model, tok, data["forget"], negatives=data["retain"], config=GUARDConfig(feature_source="sentence_embedding"),
+        model,
+        tok,
+        data["forget"],
+        negatives=data["retain"],
+        config=GUARDConfig(feature_source="sentence_embedding"),
         sentence_model=guard.embedder.model,
-    )  # fmt: skip
+    )
     ids, mask = batch(tok, [data["forget"]["question"][0], data["retain"]["question"][0]])
     p = g.target_probability(ids, mask)
     assert p[0] > 0.5 > p[1]
@@ -208,6 +216,34 @@ def test_index_built_with_another_tokenizer_is_refused(tmp_path):
         GUARD.from_pretrained(tmp_path, model, other, sentence_model=guard.embedder.model)
 
 
+@pytest.mark.parametrize("name", ["prompt_classifier.safetensors", "answer_embeddings.safetensors"])
+def test_a_corrupt_safetensors_file_in_a_guard_folder_is_named(tmp_path, name):
+    data, tok, model, guard = _built()
+    guard.save_pretrained(tmp_path)
+    (tmp_path / name).write_bytes((tmp_path / name).read_bytes()[:40])  # truncated
+    with pytest.raises(
+        ValueError, match=rf"{re.escape(str(tmp_path / name))} is not a valid safetensors file"
+    ):
+        GUARD.from_pretrained(tmp_path, model, tok, sentence_model=guard.embedder.model)
+
+
+def test_names_used_by_the_benchmarks_still_import_from_generation_guard():
+    from hf_unlearn.generation import guard as module
+
+    for name in (
+        "GUARD",
+        "GUARDConfig",
+        "GUARDLogitsProcessor",
+        "TokenTrie",
+        "extract_phrases",
+        "RowConstraint",
+        "load_sentence_model",
+        "phrase_token_sequences",
+        "PromptClassifier",
+    ):
+        assert hasattr(module, name), name
+
+
 def test_default_sentence_model_loads_offline():
     model = load_sentence_model("sentence-transformers/all-MiniLM-L6-v2")
     assert model.encode(["x"]).shape[-1] == 384
@@ -218,8 +254,14 @@ def test_prefill_classification_matches_a_separate_forward():
     questions = [data["retain"]["question"][0], data["forget"]["question"][1], data["holdout"]["question"][0]]
     ids, mask = batch(tok, questions)
     for strategy in (dict(do_sample=False), dict(num_beams=2, do_sample=False)):
-        eager = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=16, pad_token_id=tok.pad_token_id,
-                               logits_processor=[guard.logits_processor(ids, mask)], **strategy)  # fmt: skip
+        eager = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=16,
+            pad_token_id=tok.pad_token_id,
+            logits_processor=[guard.logits_processor(ids, mask)],
+            **strategy,
+        )
         assert torch.equal(guard.generate(ids, mask, max_new_tokens=16, **strategy), eager)
 
 

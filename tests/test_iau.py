@@ -268,6 +268,37 @@ def test_overflowing_update_is_refused_without_touching_the_model(tmp_path):
     assert not model.training
 
 
+@pytest.mark.parametrize("failure", ["nan gradient in step 2", "error after the update"])
+def test_a_failure_after_the_first_step_leaves_the_model_bit_identical(tmp_path, failure, monkeypatch):
+    model = tiny_resnet()
+    before = {n: t.clone() for n, t in model.state_dict().items()}
+    trainer = _iau(tmp_path / "out", model, learning_rate=1e-2, num_steps=2)
+    calls = []
+    real_gradient, real_loss = trainer.mean_gradient, trainer.mean_loss
+
+    def gradient(dataset, params):  # calls: step 1 forget, step 1 retain, step 2 forget (poisoned)
+        calls.append(dataset)
+        grads, loss = real_gradient(dataset, params)
+        if failure.startswith("nan") and len(calls) == 3:
+            grads["classifier.1.weight"][0, 0] = math.nan
+        return grads, loss
+
+    def loss_after(dataset):
+        if failure.startswith("error"):
+            raise RuntimeError("out of memory")
+        return real_loss(dataset)
+
+    monkeypatch.setattr(trainer, "mean_gradient", gradient)
+    monkeypatch.setattr(trainer, "mean_loss", loss_after)
+    match = (
+        "step 2: non-finite ∇L_forget.*model is unchanged" if failure.startswith("nan") else "out of memory"
+    )
+    with pytest.raises((NonFiniteLossError, RuntimeError), match=match):
+        trainer.train()
+    assert all(torch.equal(t, before[n]) for n, t in model.state_dict().items())
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # nothing written
+
+
 # -------------------------------------------------------------------------- gradient restriction
 def test_gradient_restricted_loss_by_hand():
     # loss = (w·x − y)², ∂loss/∂w = 2(wx − y)x; w = 2, x = 3, y = 1 → r = 5, loss = 25, g = 30

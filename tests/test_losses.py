@@ -80,8 +80,6 @@ def test_sequence_scores_by_hand():
     assert sequence_nll(logits, labels).tolist() == pytest.approx(
         [-(math.log(0.8) + math.log(0.6)) / 2, -(math.log(0.7) + math.log(0.4)) / 2], abs=1e-6
     )
-    # reference code: all B·(L−1) = 6 positions, ignored ones count 0 → (0.8+0.6+0.7+0.4)/6
-    assert sequence_mean_prob(logits, labels, padding_mean=True).item() == pytest.approx(2.5 / 6, abs=1e-6)
 
 
 def test_npo_loss_by_hand():
@@ -91,3 +89,54 @@ def test_npo_loss_by_hand():
     assert npo_loss(logp, ref, beta).item() == pytest.approx(expected, abs=1e-6)
     # at θ = θ_ref the loss is (2/β)·log 2
     assert npo_loss(ref, ref, beta).item() == pytest.approx(4 * math.log(2), abs=1e-6)
+
+
+# --- FLAT's official_padding_mean: the reference pads every sequence to a fixed length -------------
+
+
+def test_flat_padded_mean_prob_divides_by_fixed_length_not_batch_width():
+    from hf_unlearn.losses.flat import padded_mean_prob
+
+    logits, labels = _toy_logits()  # B=2, batch width L=4; answer-token probs 0.8, 0.6 | 0.7, 0.4
+    # reference (UCSC-REAL/FLAT dataloader.py, "cl"): every row padded to max_length, so the mean runs
+    # over B·(max_length − 1) next-token positions, ignored ones counting 0
+    assert padded_mean_prob(logits, labels, 10).item() == pytest.approx(2.5 / (2 * 9), abs=1e-6)
+    assert padded_mean_prob(logits, labels, 500).item() == pytest.approx(2.5 / (2 * 499), abs=1e-6)
+    # exactly the batch width: the old batch-width mean (2.5 / 6)
+    assert padded_mean_prob(logits, labels, 4).item() == pytest.approx(2.5 / 6, abs=1e-6)
+    with pytest.raises(ValueError, match="max_length"):
+        padded_mean_prob(logits, labels, 3)  # a batch wider than the padded length
+
+
+def test_flat_trainer_official_padding_mean_divides_by_max_length(tmp_path):
+    from utils import demo_world
+
+    from hf_unlearn import FLATConfig, FLATTrainer
+    from hf_unlearn.losses.common import answer_token_logprobs
+
+    data, tok, model = demo_world()
+    model.eval()
+    common = dict(per_device_train_batch_size=4, report_to=[], save_strategy="no", use_cpu=True)
+    probs = {}
+    for flag in (False, True):
+        args = FLATConfig(output_dir=str(tmp_path), official_padding_mean=flag, max_length=64, **common)
+        t = FLATTrainer(model=model, args=args, forget_dataset=data["forget"], processing_class=tok)
+        batch = t.data_collator([t.train_dataset[i] for i in range(4)])
+        with torch.no_grad():
+            probs[flag] = t.unlearning_loss(model, batch)[1]
+    by_hand = {}
+    for view in ("forget", "template"):
+        b = batch[view]
+        assert b["labels"].shape[1] < 64  # the batch is narrower than max_length
+        with torch.no_grad():
+            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        logp, mask = answer_token_logprobs(logits, b["labels"])
+        answer_prob_sum = (logp.exp() * mask).sum().item()
+        by_hand[view] = (
+            answer_prob_sum / (4 * (64 - 1)),  # official: Σ answer-token p / (B · (max_length − 1))
+            ((logp.exp() * mask).sum(-1) / mask.sum(-1)).mean().item(),  # default: per-sample mean
+        )
+    assert probs[True]["forget_prob"].item() == pytest.approx(by_hand["forget"][0], rel=1e-5)
+    assert probs[True]["template_prob"].item() == pytest.approx(by_hand["template"][0], rel=1e-5)
+    assert probs[False]["forget_prob"].item() == pytest.approx(by_hand["forget"][1], rel=1e-5)
+    assert probs[False]["template_prob"].item() == pytest.approx(by_hand["template"][1], rel=1e-5)

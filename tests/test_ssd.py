@@ -1,12 +1,15 @@
+import math
 import os
 import shutil
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
+import datasets
 import pytest
 import torch
 from classif_utils import blobs, tiny_resnet
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from utils import demo_world, run_torchrun
 
 from hf_unlearn.importance.fisher import (
@@ -14,6 +17,7 @@ from hf_unlearn.importance.fisher import (
     dampen_,
     dampening_factors,
     fisher_importance,
+    load_importance,
     save_importance,
 )
 from hf_unlearn.trainers.ssd import FULL_IMPORTANCE_FILE, SSDConfig, SSDTrainer
@@ -33,6 +37,14 @@ class TwoWeights(torch.nn.Module):
         pred = self.w1 * x[:, 0] + self.w2 * x[:, 1]
         loss = None if labels is None else ((pred - labels) ** 2).mean()
         return SimpleNamespace(loss=loss, logits=pred[:, None])
+
+
+def _state(model):
+    return {n: t.clone() for n, t in model.state_dict().items()}
+
+
+def _unchanged(model, before) -> bool:
+    return all(torch.equal(t, before[n]) for n, t in model.state_dict().items())
 
 
 def test_dampening_factors_hand_values():
@@ -111,17 +123,24 @@ def test_ssd_huge_alpha_changes_nothing(tmp_path):
     model = tiny_resnet()
     before = [p.detach().clone() for p in model.parameters()]
     trainer = _ssd(tmp_path, model, alpha=float("inf"))
-    assert trainer.train().metrics["dampened_parameters"] == 0
+    with pytest.warns(UserWarning, match="selected no parameter.*model is unchanged"):
+        assert trainer.train().metrics["dampened_parameters"] == 0
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
 def test_saved_full_importance_is_reused_without_data(tmp_path):
     a, b = tiny_resnet(), tiny_resnet()
-    _ssd(tmp_path / "first", a).train()
+    before = _state(a)
+    _ssd(tmp_path / "first", a, alpha=2.0).train()
+    assert not _unchanged(a, before)
     path = tmp_path / "first" / FULL_IMPORTANCE_FILE
     forget = blobs(30).filter(lambda r: r["labels"] == 0)
     args = SSDConfig(
-        output_dir=str(tmp_path / "second"), importance_batch_size=5, full_importance_path=str(path), **COMMON
+        output_dir=str(tmp_path / "second"),
+        importance_batch_size=5,
+        selection_weighting=2.0,
+        full_importance_path=str(path),
+        **COMMON,
     )
     SSDTrainer(model=b, args=args, forget_dataset=forget).train()  # no retain/full data needed
     assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))
@@ -135,7 +154,9 @@ def test_importance_file_of_another_architecture_is_refused(tmp_path):
     args = SSDConfig(
         output_dir=str(tmp_path / "o"), full_importance_path=str(tmp_path / "i.safetensors"), **COMMON
     )
-    with pytest.raises(ValueError, match="different architecture"):
+    with pytest.raises(
+        ValueError, match=r"i\.safetensors.*does not match the model's parameters.*'classifier\.1\.weight'"
+    ):
         SSDTrainer(model=tiny_resnet(), args=args, forget_dataset=blobs(6))
     save_importance(
         {n: torch.ones_like(p) for n, p in tiny_resnet().named_parameters()},
@@ -148,6 +169,119 @@ def test_importance_file_of_another_architecture_is_refused(tmp_path):
     )
     with pytest.raises(ValueError, match="label_free"):
         SSDTrainer(model=tiny_resnet(), args=args, forget_dataset=blobs(6))
+
+
+def _spoil(importance: dict, case: str) -> dict:
+    """A copy of a valid importance with one defect in the tensor 'classifier.1.weight'."""
+    out = {n: t.clone() for n, t in importance.items()}
+    name = "classifier.1.weight"
+    if case == "missing":
+        del out[name]
+    elif case == "shape":
+        out[name] = out[name][:2]
+    elif case == "nan":
+        out[name][0, 0] = math.nan
+    elif case == "negative":
+        out[name][0, 0] = -1.0
+    elif case == "zero":
+        out = {n: torch.zeros_like(t) for n, t in out.items()}
+    return out
+
+
+BAD_IMPORTANCE = {
+    "missing": r"missing.*'classifier\.1\.weight'",
+    "shape": r"'classifier\.1\.weight' has shape \(2, 16\), expected \(3, 16\)",
+    "nan": r"NaN/inf.*'classifier\.1\.weight'",
+    "negative": r"negative.*'classifier\.1\.weight'",
+    "zero": r"zero everywhere",
+}
+
+
+@pytest.mark.parametrize("source", ["dict", "file"])
+@pytest.mark.parametrize("case", list(BAD_IMPORTANCE))
+def test_bad_full_importance_is_refused_before_any_edit(tmp_path, source, case):
+    model = tiny_resnet()
+    good = {n: torch.rand_like(p) for n, p in model.named_parameters()}
+    bad = _spoil(good, case)
+    kw, match = {}, BAD_IMPORTANCE[case]
+    if source == "file":
+        save_importance(bad, tmp_path / "bad.safetensors", model, definition="batch", label_free=False)
+        kw["full_importance_path"], match = str(tmp_path / "bad.safetensors"), "bad.safetensors.*" + match
+    before = _state(model)
+    args = SSDConfig(output_dir=str(tmp_path / "out"), importance_batch_size=5, **COMMON, **kw)
+    with pytest.raises(ValueError, match=match):
+        trainer = SSDTrainer(
+            model=model, args=args, forget_dataset=blobs(6), full_importance=bad if source == "dict" else None
+        )
+        trainer.train()
+    assert _unchanged(model, before)
+
+
+@pytest.mark.parametrize("where, which", [("forget", "I_f"), ("retain", "I_D")])
+def test_nan_row_is_refused_and_no_nan_importance_is_saved(tmp_path, where, which):
+    forget = blobs(30).filter(lambda r: r["labels"] == 0)
+    retain = blobs(30).filter(lambda r: r["labels"] != 0)
+    nan_row = {"pixel_values": [[[math.nan] + [0.0] * 7] + [[0.0] * 8] * 7], "labels": 0}
+    poisoned = datasets.concatenate_datasets([datasets.Dataset.from_list([nan_row]).cast(forget.features)])
+    if where == "forget":
+        forget = datasets.concatenate_datasets([forget, poisoned])
+    else:
+        retain = datasets.concatenate_datasets([retain, poisoned])
+    model = tiny_resnet()
+    before = _state(model)
+    args = SSDConfig(output_dir=str(tmp_path), importance_batch_size=5, **COMMON)
+    trainer = SSDTrainer(model=model, args=args, forget_dataset=forget, retain_dataset=retain)
+    with pytest.raises(ValueError, match=f"{which}.*NaN/inf"):
+        trainer.train()
+    assert _unchanged(model, before)
+    assert not (tmp_path / FULL_IMPORTANCE_FILE).exists()
+
+
+def test_dampen_is_all_or_nothing():
+    model = TwoWeights(1.0, 0.0)
+    i_forget = {"w1": torch.tensor(4.0), "w2": torch.tensor(0.0)}
+    before = _state(model)
+    with pytest.raises(ValueError, match="missing.*'w2'"):
+        dampen_(model, {"w1": torch.tensor(1.0)}, i_forget, alpha=1.5, lam=1.0)  # w1 would be dampened
+    assert _unchanged(model, before)
+    with pytest.raises(ValueError, match="negative.*'w2'"):  # β = −1/0 = −inf: w2 = 0·(−inf) = NaN
+        dampen_(model, {"w1": torch.tensor(1.0), "w2": torch.tensor(-1.0)}, i_forget, alpha=1.5, lam=1.0)
+    assert _unchanged(model, before)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert (
+            dampen_(model, {"w1": torch.tensor(1.0), "w2": torch.tensor(1.0)}, i_forget, 1.5, 1.0)["w1"] == 1
+        )
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (b"hello world, not a safetensors file" * 3, "header too large"),
+        (b"", "header too small"),
+        ("truncated", "incomplete metadata"),
+    ],
+)
+def test_corrupt_importance_file_names_the_file(tmp_path, content, match):
+    path = tmp_path / "corrupt.safetensors"
+    if content == "truncated":
+        model = tiny_resnet()
+        save_importance({n: torch.ones_like(p) for n, p in model.named_parameters()}, path, model)
+        content = path.read_bytes()[:-100]
+    path.write_bytes(content)
+    args = SSDConfig(output_dir=str(tmp_path / "o"), full_importance_path=str(path), **COMMON)
+    with pytest.raises(ValueError, match=f"{path}.* not a valid safetensors file .*{match}"):
+        SSDTrainer(model=tiny_resnet(), args=args, forget_dataset=blobs(6))
+
+
+def test_missing_file_or_foreign_metadata_is_named(tmp_path):
+    model = tiny_resnet()
+    path = tmp_path / "foreign.safetensors"
+    save_file({n: torch.ones_like(p) for n, p in model.named_parameters()}, str(path), {"note": "not json"})
+    with pytest.raises(ValueError, match=r"foreign\.safetensors has metadata that save_importance did not"):
+        load_importance(path, model)
+    with pytest.raises(FileNotFoundError, match="no importance file at .*absent.safetensors"):
+        load_importance(tmp_path / "absent.safetensors", model)
 
 
 def test_label_free_ssd_ignores_labels(tmp_path):

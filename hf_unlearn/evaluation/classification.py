@@ -64,6 +64,36 @@ AVG_GAP_KEYS = ("UA", "MIA", "RA", "TA")
 MEMBER, NONMEMBER, TARGET = 1, 0, -1
 
 
+CLASSIFIER = (
+    "an image/text classifier returning one row of class logits per sample (e.g. from "
+    "AutoModelForImageClassification or AutoModelForSequenceClassification)"
+)
+
+
+def check_classifier(model, who: str) -> None:
+    """``TypeError`` naming the class of ``model`` unless it is a sample classifier.
+
+    Accepted: a ``transformers.PreTrainedModel`` (or a PEFT wrapper of one) whose class name has
+    ``Classification`` in it (``...ForImageClassification``, ``...ForSequenceClassification``...) but not
+    ``TokenClassification``; another ``torch.nn.Module`` is trusted when it has ``config.num_labels``. A causal
+    LM is refused with a pointer to :func:`~hf_unlearn.evaluation.evaluate_tofu`.
+    """
+    from transformers import PreTrainedModel
+
+    base = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
+    name = type(base).__name__
+    if isinstance(base, PreTrainedModel):
+        if base.can_generate() or name.endswith(("ForCausalLM", "LMHeadModel")):
+            raise TypeError(
+                f"{name} is a causal language model, not a classifier: {who} needs {CLASSIFIER}; "
+                "evaluate a causal LM with hf_unlearn.evaluation.evaluate_tofu (or `hf-unlearn eval`)"
+            )
+        if "Classification" not in name or "TokenClassification" in name:
+            raise TypeError(f"{name} is not a classifier: {who} needs {CLASSIFIER}")
+    elif not isinstance(getattr(getattr(base, "config", None), "num_labels", None), int):
+        raise TypeError(f"{name} is not a classifier (it has no config.num_labels): {who} needs {CLASSIFIER}")
+
+
 def predict(
     model,
     dataset: Dataset,
@@ -81,8 +111,10 @@ def predict(
     gets its previous train/eval mode back afterwards. ``device``: where the inputs go (the model must be
     there already); default the device of the model's parameters.
 
-    Returns ``(probs (N, K) float32, labels (N,) int64)``.
+    Returns ``(probs (N, K) float32, labels (N,) int64)``. A model that is not a classifier (a causal LM,
+    a base model without a head) raises ``TypeError`` naming its class (see :func:`check_classifier`).
     """
+    check_classifier(model, "predict")
     data = prepare_classification_dataset(dataset, "dataset", model.config.num_labels, label_column)
     return _predict_prepared(model, data, batch_size, device, disable_tqdm, desc="predict")
 
@@ -283,9 +315,11 @@ def evaluate_unlearning(
     capped at ``len(retain)`` when defaulted), non-members = test, targets = forget; entropy_MIA =
     :func:`entropy_mia` on the same members / non-members / targets (SSD itself uses the whole retain set
     as members; the class-balanced fit keeps the member count from shifting the decision boundary, but the
-    values can differ). ``eval_seconds``: wall-clock of the call.
+    values can differ). ``eval_seconds``: wall-clock of the call. A model that is not a classifier raises
+    ``TypeError`` naming its class; causal LMs are evaluated by :func:`~hf_unlearn.evaluation.evaluate_tofu`.
     """
     started = time.perf_counter()
+    check_classifier(model, "evaluate_unlearning")
     num_labels = model.config.num_labels
     data = {  # checked before any forward pass; raises ValueError naming the split
         name: prepare_classification_dataset(split, name, num_labels, label_column)

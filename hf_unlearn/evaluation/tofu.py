@@ -10,14 +10,19 @@ With ``a`` an answer of ``|a|`` tokens and ``q`` its question:
   ``world_facts`` (:data:`RELATIVE_PROBABILITY_SPLITS`), as in TOFU;
 * **truth ratio** ``R = mean_j P_norm(a_pert_j|q) / P_norm(a|q)`` (TOFU's ``R_truth``). TOFU puts a
   paraphrased answer in the denominator; these data have no paraphrases, so the original answer is
-  used (TOFU does the same for real_authors / world_facts). TOFU's reference code averages the
-  perturbed answers geometrically (``exp`` of the mean loss); this follows the paper's arithmetic mean;
+  used (TOFU does the same for real_authors / world_facts). ``truth_ratio_mean`` names the mean over
+  the perturbed answers: ``"arithmetic"`` (the default), the TOFU paper's ``(1/m) sum_j P_norm(a_pert_j)``,
+  or ``"geometric"``, ``(prod_j P_norm(a_pert_j))^(1/m) = exp(-mean_j loss_j)``, what TOFU's reference
+  code (``aggregate_eval_stat.py``) and open-unlearning (``truth_ratio`` in
+  ``src/evals/metrics/memorization.py``) compute. Use ``"geometric"`` to compare with their numbers;
+  the geometric mean is never larger, so R is lower or equal and forget quality can differ;
 * **Truth Ratio** score of a split: ``mean max(0, 1 - R)`` (high = the model prefers the true answer),
   except on the ``forget`` split where TOFU reports ``mean min(R, 1/R)``;
 * **ROUGE-L recall** of the greedy generation against the answer (``rouge-score``, stemming on, as TOFU);
 * **forget quality**: p-value of the two-sample Kolmogorov-Smirnov test between the forget-split
   truth ratios of the unlearned model and of the retain model (TOFU compares the statistic
-  ``exp(mean_j loss_pert - loss_para) = 1/R``; KS is invariant to that monotone map);
+  ``exp(mean_j loss_pert - loss_para)``, i.e. ``1/R`` with ``truth_ratio_mean="geometric"``; KS is
+  invariant to that monotone map);
 * **model utility**: harmonic mean of the nine scores Probability, ROUGE-L recall and Truth Ratio on
   retain, real_authors and world_facts (:data:`UTILITY_SPLITS`).
 
@@ -57,6 +62,8 @@ FORGET_SPLIT = "forget"
 UTILITY_SPLITS = ("retain", "real_authors", "world_facts")
 RELATIVE_PROBABILITY_SPLITS = ("real_authors", "world_facts")
 PERTURBED_COLUMN = "perturbed_answer"
+# mean over the perturbed answers in the truth ratio: the TOFU paper's, or TOFU's code / open-unlearning's
+TRUTH_RATIO_MEANS = ("arithmetic", "geometric")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -89,17 +96,36 @@ def probability_score(log_p_true: torch.Tensor, log_p_perturbed: torch.Tensor | 
     return (log_p_true - torch.logsumexp(all_lp, dim=1)).exp().mean().item()
 
 
-def truth_ratios(log_p_true: torch.Tensor, log_p_perturbed: torch.Tensor) -> torch.Tensor:
+def check_truth_ratio_mean(truth_ratio_mean: str) -> str:
+    """Return ``truth_ratio_mean`` if it is one of :data:`TRUTH_RATIO_MEANS`, else raise ``ValueError``."""
+    if truth_ratio_mean not in TRUTH_RATIO_MEANS:
+        raise ValueError(
+            f"truth_ratio_mean must be one of {TRUTH_RATIO_MEANS} ('arithmetic': TOFU paper; 'geometric': "
+            f"TOFU's code and open-unlearning), got {truth_ratio_mean!r}"
+        )
+    return truth_ratio_mean
+
+
+def truth_ratios(
+    log_p_true: torch.Tensor, log_p_perturbed: torch.Tensor, truth_ratio_mean: str = "arithmetic"
+) -> torch.Tensor:
     """``R_i = mean_j P_norm(a_pert_ij) / P_norm(a_i)`` per sample: ``[N]`` float64.
 
     ``log_p_true`` ``[N]``, ``log_p_perturbed`` ``[N, m]`` (NaN = missing; each row needs one value).
-    Computed as ``exp(logmeanexp_j log P_norm(a_pert_ij) - log P_norm(a_i))``.
+    ``truth_ratio_mean``: ``"arithmetic"`` (TOFU paper, Maini et al. 2024, the default) computes
+    ``exp(logmeanexp_j log P_norm(a_pert_ij) - log P_norm(a_i))``; ``"geometric"`` (TOFU's
+    ``aggregate_eval_stat.py``, open-unlearning's ``truth_ratio``) computes
+    ``exp(mean_j log P_norm(a_pert_ij) - log P_norm(a_i))``. Both agree when ``m = 1``.
     """
+    check_truth_ratio_mean(truth_ratio_mean)
     lp = log_p_perturbed.double()
     valid = ~lp.isnan()  # [N, m]
     if not bool(valid.any(dim=1).all()):
         raise ValueError("every sample needs at least one perturbed answer")
-    log_mean_pert = torch.logsumexp(lp.masked_fill(~valid, -math.inf), dim=1) - valid.sum(1).log()
+    if truth_ratio_mean == "geometric":
+        log_mean_pert = lp.nan_to_num(nan=0.0).sum(1) / valid.sum(1)
+    else:
+        log_mean_pert = torch.logsumexp(lp.masked_fill(~valid, -math.inf), dim=1) - valid.sum(1).log()
     return (log_mean_pert - log_p_true.double()).exp()
 
 
@@ -249,12 +275,16 @@ def answer_logprobs(
     batch_size: int = 16,
     name: str = "dataset",
     disable_tqdm: bool = False,
+    include_eos: bool = True,
 ) -> list[torch.Tensor]:
     """Answer-token log-probs of ``model`` for each (question, answer): one 1-D CPU tensor per pair.
 
     Pairs are formatted with ``encode_qa`` (answer + EOS, prompt masked) and batched by length.
     The single likelihood routine behind probability, truth ratio and min-k% membership scores.
+    ``include_eos=False`` leaves out the final EOS prediction (open-unlearning's ``tokenwise_logprobs``
+    convention, used by its MIA attacks); a row cut by ``max_length`` has no EOS and keeps every token.
     """
+    eos = tokenizer.eos_token_id if not include_eos else None
     pairs = Dataset.from_dict({"question": list(questions), "answer": list(answers)})
     rows = tokenize_qa_dataset(pairs, tokenizer, max_length, name=name).to_list()
     collate = QACollator(_pad_token_id(tokenizer))
@@ -265,8 +295,12 @@ def answer_logprobs(
             batch = {k: v.to(device) for k, v in collate([rows[i] for i in idx]).items()}
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             logprobs, mask = token_logprobs(logits, batch["labels"])  # [b, T-1] each
-            for lp, m, i in zip(logprobs, mask, idx, strict=True):
-                out[i] = lp[m].cpu()
+            targets = batch["labels"][:, 1:]
+            for lp, m, tgt, i in zip(logprobs, mask, targets, idx, strict=True):
+                lp, tgt = lp[m], tgt[m]
+                if eos is not None and tgt.numel() > 1 and int(tgt[-1]) == eos:
+                    lp = lp[:-1]
+                out[i] = lp.cpu()
     return out
 
 
@@ -369,13 +403,17 @@ def model_truth_ratios(
     max_length: int = 256,
     batch_size: int = 16,
     disable_tqdm: bool = False,
+    truth_ratio_mean: str = "arithmetic",
 ) -> list[float]:
     """Per-sample truth ratios ``R`` of ``model`` on ``dataset`` (no generation).
 
     What :func:`evaluate_tofu` needs as ``retain_truth_ratios``: call it once with the retain model on
     the forget split, then pass the list when evaluating each unlearned model (with the same
-    ``n_perturbed`` / ``group_column`` / ``seed``, so that both models score the same perturbed answers).
+    ``n_perturbed`` / ``group_column`` / ``seed`` / ``truth_ratio_mean``, so that both models score the
+    same perturbed answers the same way). ``truth_ratio_mean``: see :func:`truth_ratios`
+    (``"arithmetic"``, TOFU paper, default; ``"geometric"``, TOFU's code and open-unlearning).
     """
+    check_truth_ratio_mean(truth_ratio_mean)
     check_split(name, dataset)
     log_p, log_p_pert = _split_log_probabilities(
         model,
@@ -389,7 +427,7 @@ def model_truth_ratios(
         batch_size=batch_size,
         disable_tqdm=disable_tqdm,
     )
-    return truth_ratios(log_p, log_p_pert).tolist()
+    return truth_ratios(log_p, log_p_pert, truth_ratio_mean).tolist()
 
 
 def evaluate_tofu(
@@ -405,6 +443,7 @@ def evaluate_tofu(
     group_column: str | None = "author_index",
     seed: int = 0,
     disable_tqdm: bool = False,
+    truth_ratio_mean: str = "arithmetic",
 ) -> dict:
     """TOFU's evaluation of ``model`` on QA ``splits`` (columns ``question``, ``answer``, optional
     ``perturbed_answer`` list). Split names matter: ``"forget"`` is the forget set,
@@ -426,7 +465,11 @@ def evaluate_tofu(
     (:func:`model_truth_ratios` computes them without generating). Perturbed answers of splits
     without ``perturbed_answer``: :func:`build_perturbed_answers` (``n_perturbed``, ``group_column``,
     ``seed``). ``max_length`` cuts scored sequences; ``max_new_tokens`` bounds greedy generations.
+    ``truth_ratio_mean`` (:func:`truth_ratios`): ``"arithmetic"`` (TOFU paper, the default) or
+    ``"geometric"`` (TOFU's code and open-unlearning: use it to compare with their numbers); compute
+    ``retain_truth_ratios`` with the same value.
     """
+    check_truth_ratio_mean(truth_ratio_mean)
     if not splits:
         raise ValueError("splits is empty: pass e.g. {'forget': forget, 'retain': retain}")
     for name, dataset in splits.items():
@@ -455,7 +498,7 @@ def evaluate_tofu(
             seed=seed,
             **common,
         )
-        ratios = truth_ratios(log_p, log_p_pert)
+        ratios = truth_ratios(log_p, log_p_pert, truth_ratio_mean)
         generations = generate_answers(
             model,
             tokenizer,

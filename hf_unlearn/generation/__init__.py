@@ -1,7 +1,15 @@
-"""Generation-time unlearning: GUARD (prompt detection, forbidden phrases, constrained decoding)."""
+"""Generation-time unlearning: GUARD (prompt detection, forbidden phrases, constrained decoding).
+
+Modules: :mod:`.guard` (the ``GUARD`` object), :mod:`.config` (``GUARDConfig``), :mod:`.classifier` (the
+prompt classifier), :mod:`.phrases` (phrase extraction, ``TokenTrie``), :mod:`.embedders` (sentence
+embeddings), :mod:`.processor` (``GUARDLogitsProcessor``), :mod:`.checks` (input checks).
+"""
 
 from .classifier import PromptClassifier, mean_pooled_hidden_states
-from .guard import GUARD, GUARDConfig, GUARDLogitsProcessor, TokenTrie, extract_phrases
+from .config import GUARDConfig
+from .guard import GUARD
+from .phrases import TokenTrie, extract_phrases
+from .processor import GUARDLogitsProcessor
 
 __all__ = [
     "GUARD",

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
+
+from .checks import check_causal_lm, load_safetensors
 
 CLASSIFIER_FILE = "prompt_classifier.safetensors"
 CLASSIFIER_CONFIG = "prompt_classifier.json"
@@ -30,6 +32,7 @@ def mean_pooled_hidden_states(model, input_ids, attention_mask, layer: int = -2)
     Works for left- or right-padded batches: positions count real tokens only, as in ``generate``, so a
     prompt's features do not depend on the padding of its batch.
     """
+    check_causal_lm(model, "mean_pooled_hidden_states")
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     out = model(
         input_ids=input_ids,
@@ -128,5 +131,5 @@ class PromptClassifier(torch.nn.Module):
         folder = Path(folder)
         config = json.loads((folder / CLASSIFIER_CONFIG).read_text())
         clf = cls(**config)
-        clf.load_state_dict(load_file(str(folder / CLASSIFIER_FILE)))
+        clf.load_state_dict(load_safetensors(folder / CLASSIFIER_FILE))
         return clf.eval()

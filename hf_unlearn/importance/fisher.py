@@ -10,11 +10,14 @@ later forget requests without the data.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
+
+from .io import check_fits_parameters, format_names, load_safetensors_checked
 
 DEFINITIONS = ("batch", "per_sample")
 
@@ -91,7 +94,7 @@ def accumulate_importance(
     """
     if definition not in DEFINITIONS:
         raise ValueError(f"importance definition must be one of {DEFINITIONS}, got {definition!r}")
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    params = trainable_parameters(model)
     sums = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
     count, was_training = 0, model.training
     model.eval()
@@ -151,17 +154,72 @@ def dampening_factors(
     return selected, beta
 
 
-@torch.no_grad()
+def check_importance(
+    importance: dict, params: dict[str, torch.Tensor], what: str, allow_all_zero: bool = True
+) -> None:
+    """Raise ``ValueError`` unless ``importance`` is a valid importance for ``params`` (the trainable
+    parameters by name): one tensor per parameter, of its shape, finite and >= 0. With
+    ``allow_all_zero=False`` an importance that is zero everywhere is refused too (as I_D it would make SSD
+    zero every weight the forget set touches). ``what`` names the importance in the message."""
+    check_fits_parameters(importance, params, what)
+    non_finite = [n for n, t in importance.items() if not torch.isfinite(t).all()]
+    if non_finite:
+        raise ValueError(
+            f"{what} holds NaN/inf in {format_names(non_finite)}: check the data for NaN/inf inputs and the "
+            "model for overflow"
+        )
+    negative = [n for n, t in importance.items() if (t < 0).any()]
+    if negative:
+        raise ValueError(
+            f"{what} holds negative values in {format_names(negative)}; importances are squared "
+            "(or absolute) gradients and must be >= 0"
+        )
+    if not allow_all_zero and not any(t.any() for t in importance.values()):
+        raise ValueError(
+            f"{what} is zero everywhere: SSD would set every weight with I_f > 0 to zero; the importance "
+            "was computed on data that gives the model no gradient, or the file is not an importance"
+        )
+
+
 def dampen_(model, i_full: dict, i_forget: dict, alpha: float, lam: float) -> dict[str, int]:
-    """Apply θ_sel ← β·θ_sel in place to every parameter with importances; returns {name: #dampened}."""
-    counts = {}
-    for name, p in model.named_parameters():
-        if name not in i_forget:
-            continue
-        selected, beta = dampening_factors(i_full[name].to(p.device), i_forget[name].to(p.device), alpha, lam)
-        p[selected] = (p[selected].float() * beta).to(p.dtype)
-        counts[name] = int(selected.sum())
+    """Apply θ_sel ← β·θ_sel in place to the model's trainable parameters; returns {name: #dampened}.
+
+    All or nothing: both importances are checked (:func:`check_importance`; an all-zero I_D is refused)
+    and every new value is computed and checked finite before the first weight is written. Warns when
+    nothing is selected (the model is then unchanged).
+    """
+    params = trainable_parameters(model)
+    check_importance(i_full, params, "the full-data importance I_D", allow_all_zero=False)
+    check_importance(i_forget, params, "the forget importance I_f")
+    edits = {}  # name: (selected mask, new values of the selected entries)
+    with torch.no_grad():
+        for name, p in params.items():
+            selected, beta = dampening_factors(
+                i_full[name].to(p.device), i_forget[name].to(p.device), alpha, lam
+            )
+            edits[name] = (selected, (p[selected].float() * beta).to(p.dtype))
+        non_finite = [n for n, (_, values) in edits.items() if not torch.isfinite(values).all()]
+        if non_finite:
+            raise ValueError(
+                f"dampening would make {format_names(non_finite)} NaN/inf (are the weights finite?); "
+                "the model is unchanged"
+            )
+        for name, (selected, values) in edits.items():
+            params[name][selected] = values
+    counts = {name: int(selected.sum()) for name, (selected, _) in edits.items()}
+    if not any(counts.values()):
+        warnings.warn(
+            f"SSD selected no parameter (I_f > α·I_D nowhere, α = {alpha}): the model is unchanged; "
+            "a smaller selection_weighting (α) selects more",
+            UserWarning,
+            stacklevel=2,
+        )
     return counts
+
+
+def trainable_parameters(model) -> dict[str, torch.nn.Parameter]:
+    """{name: parameter} of the parameters with ``requires_grad``: the keys of an importance dict."""
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
 # ------------------------------------------------------------------------------ storage
@@ -176,27 +234,16 @@ def save_importance(importance: dict[str, torch.Tensor], path, model=None, **inf
 
 
 def load_importance(path, model) -> tuple[dict[str, torch.Tensor], dict]:
-    """Load importances saved by :func:`save_importance` and check they fit ``model``: same parameter
-    names and shapes. Returns (importance, metadata)."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no importance file at {path}")
-    with safe_open(str(path), "pt") as f:
-        meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
-    importance = load_file(str(path))
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    missing = sorted(set(params) - set(importance))
-    extra = sorted(set(importance) - set(params))
-    shapes = [
-        n for n in set(params) & set(importance) if tuple(importance[n].shape) != tuple(params[n].shape)
-    ]
-    if missing or extra or shapes:
-        arch = meta.get("architecture", "an unknown model")
+    """Load importances saved by :func:`save_importance` and check them against ``model``
+    (:func:`check_importance`, an all-zero importance refused); errors name the file and the tensor.
+    Returns (importance, metadata)."""
+    importance, raw_meta = load_safetensors_checked(path, "importance file")
+    try:
+        meta = {k: json.loads(v) for k, v in raw_meta.items()}
+    except json.JSONDecodeError as e:
         raise ValueError(
-            f"importance file {path.name} was computed for a different architecture ({arch}) than "
-            f"{type(model).__name__}: {len(missing)} parameters missing (e.g. {missing[:2]}), {len(extra)} "
-            f"unknown (e.g. {extra[:2]}), {len(shapes)} with other shapes (e.g. {shapes[:2]})"
-        )
+            f"importance file {path} has metadata that save_importance did not write: {e}"
+        ) from e
+    what = f"importance file {path} (saved from a {meta.get('architecture', 'model of unknown class')})"
+    check_importance(importance, trainable_parameters(model), what, allow_all_zero=False)
     return importance, meta

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 
@@ -76,12 +77,22 @@ def save_mask(mask: dict[str, torch.Tensor], path, model=None, **info) -> None:
     save_file({n: m.contiguous().cpu() for n, m in mask.items()}, str(path), meta)
 
 
-def load_mask(path, model) -> dict[str, torch.Tensor]:
+def load_mask(path, model, mask_ratio: float | None = None) -> dict[str, torch.Tensor]:
     """Load a mask saved by :func:`save_mask`; it must name exactly the model's trainable parameters,
-    with the same shapes."""
+    with the same shapes. With ``mask_ratio``, a mask saved with another ratio is refused (a resumed or
+    re-run SalUn with a new r must not silently keep the old mask)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no saliency mask at {path}")
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    saved = json.loads(meta["mask_ratio"]) if "mask_ratio" in meta else None
+    if mask_ratio is not None and saved is not None and saved != mask_ratio:
+        raise ValueError(
+            f"saliency mask {path} was computed with mask_ratio={saved}, but this run has "
+            f"mask_ratio={mask_ratio}: set mask_ratio={saved} to reuse it, or start from a fresh output_dir "
+            "(or drop mask_path) to compute a mask with the new ratio"
+        )
     mask = load_file(str(path))
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     bad = sorted(set(params) ^ set(mask)) + [

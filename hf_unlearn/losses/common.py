@@ -34,19 +34,14 @@ def sequence_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return -logp.sum(-1) / mask.sum(-1).clamp(min=1)
 
 
-def sequence_mean_prob(
-    logits: torch.Tensor, labels: torch.Tensor, padding_mean: bool = False
-) -> torch.Tensor:
+def sequence_mean_prob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """FLAT's score P_θ(x, y) = (1/|y|) Σ_i p_θ(y_i | x, y_<i) (arithmetic mean of probabilities).
 
-    Per sample, (B,). With ``padding_mean=True`` the reference code's arithmetic is reproduced
-    instead: probabilities are averaged over *all* B·(L−1) positions (ignored positions count as
-    0), which returns one scalar, shape (), diluted by |y| / padded length (flat.md pitfall 1).
+    Per sample, (B,). The reference code's batch scalar over a fixed padded length is
+    :func:`hf_unlearn.losses.flat.padded_mean_prob`.
     """
     logp, mask = answer_token_logprobs(logits, labels)
     probs = logp.exp() * mask  # (B, L-1)
-    if padding_mean:
-        return probs.mean()
     return probs.sum(-1) / mask.sum(-1).clamp(min=1)
 
 

@@ -9,6 +9,10 @@ where P is the mean answer-token probability, y_e the template (refusal) answer 
 forget. Each divergence is the pair (g*, f*∘g*); signs follow f-GAN (Nowozin et al., 2016, Table 6).
 The reference code's Reverse-KL, Squared-Hellinger and Neyman entries have the wrong sign (flat.md
 pitfall 2) and are deliberately not offered.
+
+P is the paper's per-sample mean over answer tokens (:func:`hf_unlearn.losses.sequence_mean_prob`);
+:func:`padded_mean_prob` is the reference code's batch scalar over a fixed padded length (flat.md
+pitfall 1), for parity runs.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+
+from .common import answer_token_logprobs
 
 LOG2 = math.log(2.0)
 
@@ -63,3 +69,30 @@ def flat_loss(p_template: torch.Tensor, p_forget: torch.Tensor, divergence: str 
     """
     g, fstar_g = DIVERGENCES[canonical_divergence(divergence)]
     return (-g(p_template) + fstar_g(p_forget)).mean()
+
+
+def padded_mean_prob(logits: torch.Tensor, labels: torch.Tensor, padded_length: int) -> torch.Tensor:
+    """The reference code's P: answer-token probabilities averaged over a *fixed* padded length.
+
+    UCSC-REAL/FLAT (``data_module.create_tofu_sample_pair`` / ``convert_raw_data_to_model_format``)
+    pads every sequence to ``max_length`` (500 in ``unlearn.py`` and in TOFU's ``forget.py``), and the
+    ``"cl"`` branch of ``dataloader.py`` stacks ``ProbLossStable`` (−p at answer positions, 0 at
+    ignored ones) over the ``max_length − 1`` next-token positions of each row and takes ``.mean()``.
+    So the batch scalar is
+
+        P = (Σ_b Σ_t p_θ(y_bt | ·) over answer tokens) / (B · (padded_length − 1)),
+
+    whatever the width of the batch. Right padding does not change a causal LM's logits at the real
+    positions and padding positions contribute 0, so this equals padding every row to
+    ``padded_length`` without computing the padded positions. Returns a scalar, shape ().
+
+    ``logits`` (B, L, V), ``labels`` (B, L) with -100 on prompt and padding; ``L ≤ padded_length``.
+    """
+    width = labels.shape[1]
+    if width > padded_length:
+        raise ValueError(
+            f"the batch is {width} tokens wide but the reference's fixed padded length (max_length) is "
+            f"{padded_length}; raise max_length or truncate the rows to it"
+        )
+    logp, mask = answer_token_logprobs(logits, labels)
+    return (logp.exp() * mask).sum() / (labels.shape[0] * (padded_length - 1))

@@ -20,6 +20,12 @@ Local paths policy: ``output_dir``, ``logging_dir``, ``resume_from_checkpoint`` 
 reveal user names). ``hub_model_id`` and ``run_name`` stay: they are public names, not paths. A base
 model given as a local path goes into the text only (its last path component), never into the
 ``base_model`` metadata, which the Hub validates as a repo id.
+
+Metrics: :func:`flatten_metrics` turns an evaluation result as the evaluation functions return it
+(``evaluate_tofu``'s nested ``{"splits": {"forget": {...}}}``, ``evaluate_unlearning``'s flat dict, numpy
+or torch scalars) into flat ``name -> float`` entries, nested keys joined by ``/`` (``forget/probability``).
+:func:`metric_split` says which data a metric was measured on (``forget/...``, ``retain_...``,
+``forget_quality``, ``UA``/``RA``/``TA``, ...), and ``model-index`` lists each metric under that dataset.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import enum
 import hashlib
 import json
 import math
+import numbers
 import os
 import platform
 import re
@@ -301,7 +308,142 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-# ---------------------------------------------------------------------------------- the card
+# ------------------------------------------------------------------------------------- metrics
+#: keys whose mapping value is a container of splits, not a level of the metric name
+_TRANSPARENT_KEYS = frozenset({"splits"})
+#: metrics that need no split prefix to say where they were measured
+_METRIC_SPLITS = {
+    "forget_quality": "forget",  # KS test of the forget-set truth ratios against a retain model
+    "ks_statistic": "forget",
+    "ua": "forget",  # classification: unlearning accuracy = 100 - acc(forget)
+    "mia": "forget",  # MIA-efficacy on the forget samples
+    "entropy_mia": "forget",
+    "mia_auc": "forget",  # min-k% MIA, forget (members) vs holdout
+    "ra": "retain",
+    "ta": "test",
+    "model_utility": "utility",  # harmonic mean over retain, real_authors and world_facts
+}
+_PREFIX_SPLITS = ("forget", "retain", "holdout", "test", "real_authors", "world_facts")
+#: bookkeeping values: shown in the table, never listed as model-index results
+_NOT_RESULTS = frozenset({"num_samples", "num_rows", "eval_seconds", "runtime"})
+
+
+def _scalar(value: Any) -> float | int | None:
+    """``value`` as a Python float (int for integers) when it is one real number (Python, numpy, or a
+    0-d numpy array / torch tensor), else None."""
+    if value is None or isinstance(value, (bool, str, bytes)):
+        return None
+    if getattr(value, "ndim", None) == 0 and callable(getattr(value, "item", None)):  # 0-d array/tensor
+        value = value.item()
+        if isinstance(value, bool):
+            return None
+    if isinstance(value, numbers.Integral):  # int, numpy integers
+        return int(value)
+    if isinstance(value, numbers.Real):  # float, numpy floating scalars
+        return float(value)
+    return None
+
+
+def flatten_metrics(metrics: Mapping, what: str = "metrics") -> dict[str, float | int]:
+    """Flat ``name -> float`` view of an evaluation result, for the model card.
+
+    Nested mappings are joined with ``/`` (``{"forget": {"probability": p}}`` -> ``forget/probability``);
+    a ``"splits"`` mapping is a container and adds no level, so ``evaluate_tofu(...)`` gives
+    ``forget/probability``, ``retain/truth_ratio``, ..., ``forget_quality``, ``model_utility``. Numpy and
+    0-d torch scalars become Python numbers (integers stay integers); lists and arrays (per-sample values such as
+    ``forget_truth_ratios``), strings, booleans and ``None`` are skipped, and so are secret-looking keys.
+    Raises ``ValueError`` when no number is left, ``TypeError`` when ``metrics`` is not a mapping.
+    """
+    if not isinstance(metrics, Mapping):
+        raise TypeError(f"{what} must be a mapping of metric names to numbers, got {type(metrics).__name__}")
+    out: dict[str, float | int] = {}
+
+    def walk(prefix: str, values: Mapping) -> None:
+        for key, value in values.items():
+            key = str(key)
+            if is_secret_name(key):
+                continue
+            if isinstance(value, Mapping):
+                walk(prefix if key in _TRANSPARENT_KEYS else f"{prefix}{key}/", value)
+                continue
+            number = _scalar(value)
+            if number is not None:
+                out[prefix + key] = number
+
+    walk("", metrics)
+    if not out:
+        raise ValueError(
+            f"no scalar metric in {what} (keys: {sorted(map(str, metrics))}): give numbers, possibly nested "
+            "in dicts, e.g. the result of evaluate_tofu(...) or evaluate_unlearning(...) as it is"
+        )
+    return out
+
+
+def metric_split(name: str) -> str | None:
+    """The data a (flattened) metric was measured on: the part before ``/`` (``forget/probability`` ->
+    ``forget``), a known split prefix (``retain_rouge_l`` -> ``retain``), or a known metric
+    (``forget_quality``/``UA``/``MIA`` -> ``forget``, ``RA`` -> ``retain``, ``TA`` -> ``test``,
+    ``model_utility`` -> ``utility``). ``None`` when it cannot be told."""
+    if "/" in name:
+        return name.split("/", 1)[0] or None
+    low = name.lower()
+    if low in _METRIC_SPLITS:
+        return _METRIC_SPLITS[low]
+    for split in _PREFIX_SPLITS:
+        if low.startswith(split + "_"):
+            return split
+    return "forget" if "mia" in low.split("_") else None
+
+
+def _is_result(name: str) -> bool:
+    last = name.rsplit("/", 1)[-1].lower()
+    return last not in _NOT_RESULTS and not last.endswith(("_seconds", "_runtime"))
+
+
+# ------------------------------------------------------------------------------ dataset names
+def _packaged_builders() -> frozenset[str]:
+    try:
+        from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
+    except Exception:  # pragma: no cover - datasets is a dependency
+        return frozenset({"json", "csv", "parquet", "arrow", "text", "generator", "pandas"})
+    return frozenset(_PACKAGED_DATASETS_MODULES)
+
+
+def dataset_source(dataset: Any) -> dict | None:
+    """Where a ``datasets.Dataset`` comes from, when it says so: ``{"name", "hub_id", "config",
+    "split"}``, or ``None`` for a dataset built in memory (``from_list``/``from_dict``) or from loose
+    files (``from_json``: only the builder's name is known).
+
+    ``hub_id`` is set for a dataset loaded from the Hub, read from its cache folder
+    (``<namespace>___<name>``, the layout of ``load_dataset``; the name is lower-cased there, which the
+    Hub resolves); a dataset loaded from a local folder has its folder name as ``name`` and no ``hub_id``.
+    """
+    info = getattr(dataset, "info", None)
+    name = getattr(info, "dataset_name", None)
+    if not name or not isinstance(name, str):
+        return None
+    if name == getattr(info, "builder_name", None) and name in _packaged_builders():
+        return None
+    hub_id = None
+    suffix = "___" + name
+    for entry in getattr(dataset, "cache_files", None) or []:
+        filename = entry.get("filename") if isinstance(entry, Mapping) else None
+        for part in PurePath(str(filename or "")).parts:
+            if part.endswith(suffix) and len(part) > len(suffix):
+                candidate = f"{part[: -len(suffix)]}/{name}"
+                if looks_like_hub_id(candidate):
+                    hub_id = candidate
+    config = getattr(info, "config_name", None)
+    split = getattr(dataset, "split", None)
+    return {
+        "name": redact(hub_id or name),
+        "hub_id": hub_id,
+        "config": config if config and config != "default" else None,
+        "split": str(split) if split is not None else None,
+    }
+
+
+# --------------------------------------------------------------------------------- base model
 def looks_like_hub_id(name: str | None) -> bool:
     """Whether ``name`` can go into ``base_model`` metadata: a Hub repo id, not an existing local path."""
     if not name or not isinstance(name, str) or len(name) > 96:
@@ -311,8 +453,77 @@ def looks_like_hub_id(name: str | None) -> bool:
     return not os.path.exists(name)
 
 
+def _cached_hub_file(repo_id: str, filename: str, cache_dir: Any = None) -> str | None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        path = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir)
+    except Exception:
+        return None
+    return path if isinstance(path, str) else None
+
+
+def _card_metadata(path: Any) -> dict:
+    if not path:
+        return {}
+    try:
+        return ModelCard.load(path, ignore_metadata_errors=True).data.to_dict()
+    except Exception:
+        return {}
+
+
+def describe_base_model(
+    name_or_path: str | None, architecture: str | None = None, cache_dir: Any = None
+) -> dict:
+    """What can honestly be said about the model that was unlearned, from ``config._name_or_path``.
+
+    Returns ``{"kind", "hub_id", "label", "architecture", "license", "license_name", "license_link",
+    "parents"}``. ``kind`` is ``"hub"`` (a Hub repo id: ``namespace/name``, or a single name found in the
+    local Hub cache), ``"local"`` (a local folder: ``label`` is its last path component), ``"name"``
+    (another name), ``"config"`` (no name: a model built from a configuration in code) or ``None``.
+    The license (and the base models, ``parents``, of a local checkpoint) are read from the base model's
+    own card: the folder's ``README.md``, or the Hub card when it is in the local cache. Nothing is
+    downloaded.
+    """
+    name = str(name_or_path or "").strip()
+    kind = hub_id = label = None
+    card_file = None
+    if name and looks_like_hub_id(name):
+        card_file = _cached_hub_file(name, "README.md", cache_dir)
+        if "/" in name or card_file or _cached_hub_file(name, "config.json", cache_dir):
+            kind, hub_id = "hub", name
+        else:
+            kind, label = "name", name
+    elif name:
+        kind = "local"
+        label = PurePath(name.rstrip("/\\")).name or "local checkpoint"
+        if os.path.isfile(os.path.join(name, "README.md")):
+            card_file = os.path.join(name, "README.md")
+    elif architecture:
+        kind = "config"
+    meta = _card_metadata(card_file)
+    license_id = meta.get("license") if isinstance(meta.get("license"), str) else None
+    parents: list[str] = []
+    if kind == "local":
+        raw = meta.get("base_model")
+        for parent in [raw] if isinstance(raw, str) else raw if isinstance(raw, list) else []:
+            if isinstance(parent, str) and looks_like_hub_id(parent) and parent not in parents:
+                parents.append(parent)
+    return {
+        "kind": kind,
+        "hub_id": hub_id,
+        "label": redact(label) if label else None,
+        "architecture": architecture,
+        "license": license_id,
+        "license_name": meta.get("license_name") if license_id == "other" else None,
+        "license_link": meta.get("license_link") if license_id == "other" else None,
+        "parents": parents,
+    }
+
+
+# ---------------------------------------------------------------------------------- the card
 def _pretty(name: str) -> str:
-    text = name.replace("_", " ").replace("-", " ").strip()
+    text = name.replace("_", " ").replace("-", " ").replace("/", " ").strip()
     return text[:1].upper() + text[1:]
 
 
@@ -328,7 +539,46 @@ def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _metric_rows(metrics: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+_BASE_DATASETS = {
+    "forget": ("forget-set", "Forget set"),
+    "retain": ("retain-set", "Retain set"),
+    "utility": ("tofu-model-utility", "Model-utility sets (retain, real authors, world facts)"),
+    None: ("unspecified", "Evaluation data (not specified)"),
+}
+
+
+def _eval_datasets(forget_type: str, forget_name: str, sources: Mapping[str, Mapping | None]) -> Any:
+    """``split -> {"type", "name", "config", "split"}`` of the model-index dataset of each split."""
+    cache: dict[Any, dict] = {}
+
+    def lookup(split: str | None) -> dict:
+        if split in cache:
+            return cache[split]
+        if split in _BASE_DATASETS:
+            d_type, d_name = _BASE_DATASETS[split]
+        else:
+            d_type, d_name = f"{str(split).replace('_', '-')}-set", f"{_pretty(str(split))} set"
+        if split == "forget":
+            d_type, d_name = forget_type, forget_name
+        entry = {"type": d_type, "name": d_name, "config": None, "split": None}
+        source = sources.get(split) if split is not None else None
+        if source and source.get("hub_id"):
+            hub = source["hub_id"] + (f" {source['config']}" if source.get("config") else "")
+            entry = {
+                "type": source["hub_id"],
+                "name": f"{d_name} ({hub})",
+                "config": source.get("config"),
+                "split": source.get("split"),
+            }
+        cache[split] = entry
+        return entry
+
+    return lookup
+
+
+def _metric_rows(
+    metrics: Mapping[str, Mapping[str, Any]], dataset_of: Any
+) -> tuple[list[str], list[list[str]]]:
     stages = [
         (s, label)
         for s, label in (("before", "Before"), ("after", "After"), ("retain_model", "Retain model"))
@@ -337,13 +587,14 @@ def _metric_rows(metrics: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], l
     names: list[str] = []
     for s, _ in stages:
         names += [n for n in metrics[s] if n not in names]
-    header = ["Metric", *[label for _, label in stages]]
+    header = ["Metric", "Measured on", *[label for _, label in stages]]
     with_delta = bool(metrics.get("before")) and bool(metrics.get("after"))
     if with_delta:
         header.append("Change (after - before)")
     rows = []
     for n in names:
-        row = [_cell(n)] + [_cell(_fmt(metrics[s][n])) if n in metrics[s] else "–" for s, _ in stages]
+        row = [_cell(n), _cell(dataset_of(metric_split(n))["name"])]
+        row += [_cell(_fmt(metrics[s][n])) if n in metrics[s] else "–" for s, _ in stages]
         if with_delta:
             b, a = metrics["before"].get(n), metrics["after"].get(n)
             ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
@@ -360,6 +611,13 @@ def _clean_metrics(metrics: Mapping | None) -> dict[str, dict[str, Any]]:
                 str(k): to_jsonable(v) for k, v in values.items() if not is_secret_name(str(k))
             }
     return out
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+METHOD_KINDS = ("fine-tune", "edit")
 
 
 def build_model_card(
@@ -383,35 +641,60 @@ def build_model_card(
     pipeline_tag: str | None = "text-generation",
     auto_class: str = "AutoModelForCausalLM",
     repo_id: str | None = None,
+    method_kind: str = "fine-tune",
+    base_architecture: str | None = None,
+    forget_source: Mapping | None = None,
+    retain_source: Mapping | None = None,
+    language: str | Sequence[str] | None = None,
 ) -> ModelCard:
     """Build the unlearning model card.
 
     Args:
         method_id / method_name / paper: the unlearning method (``_name``, display name, ``_paper``).
-        base_model: the model that was unlearned; put into ``base_model`` metadata only when it is a Hub
-            repo id (a local path is mentioned in the text by its last component).
+        base_model: the model that was unlearned (``config._name_or_path``), described by
+            :func:`describe_base_model`: it goes into ``base_model`` metadata only when it is a Hub repo
+            id; a local path is named in the text by its last component, with ``base_architecture``
+            (the model class), and an empty name with an architecture reads "a ``X`` built from a
+            configuration".
         config: output of :func:`config_diff` (a dataclass config is diffed here).
         forget / retain: fingerprints from :func:`dataset_fingerprint` (``retain`` may be ``None``).
         metrics: ``{"before": {...}, "after": {...}, "retain_model": {...}}`` flat ``name -> float``
-            dicts; "after" values become ``model-index`` eval results (this model's own results) on the
-            dataset ``eval_dataset_type`` / ``eval_dataset_name``; all three stages are rendered as a
-            table and stored under the ``unlearning`` metadata key.
+            dicts (:func:`flatten_metrics`); "after" values become ``model-index`` eval results (this
+            model's own results), each under the dataset it was measured on (:func:`metric_split`): the
+            forget set (``eval_dataset_type`` / ``eval_dataset_name``, or its Hub id), the retain set,
+            ``<split>-set`` for other splits. All three stages are rendered as a table and stored under
+            the ``unlearning`` metadata key.
         model_name: name used in ``model-index`` and the title (default ``<base>-<method_id>-unlearned``).
         extra_tags: added after ``hf_unlearn``, ``unlearning`` and ``method_id``.
         notes: free text appended to the card (token-looking strings redacted).
+        datasets: ``datasets`` metadata (Hub dataset ids); default: the Hub ids of ``forget_source`` and
+            ``retain_source`` (from :func:`dataset_source`).
+        license: ``license`` metadata; default: the base model's license when its card is at hand
+            (local folder, or the local Hub cache), else omitted.
         repo_id: Hub repo id the card will live in, for the loading snippet (default ``model_name``).
+        method_kind: ``"fine-tune"`` (training steps on a loss) or ``"edit"`` (a one-shot change of the
+            weights with no training steps: SSD, IAU); only the wording changes.
     """
+    if method_kind not in METHOD_KINDS:
+        raise ValueError(f"method_kind must be one of {METHOD_KINDS}, got {method_kind!r}")
     config_dict = config_diff(config if config is not None else {})
     metrics_clean = _clean_metrics(metrics)
     forget_info = to_jsonable(dict(forget)) if forget else None
     retain_info = to_jsonable(dict(retain)) if retain else None
+    sources = {
+        "forget": to_jsonable(dict(forget_source)) if forget_source else None,
+        "retain": to_jsonable(dict(retain_source)) if retain_source else None,
+    }
 
-    hub_base = base_model if looks_like_hub_id(base_model) else None
-    base_label = base_model
-    if base_model and hub_base is None:
-        base_label = PurePath(str(base_model).rstrip("/\\")).name or "local checkpoint"
+    base = describe_base_model(base_model, base_architecture)
+    hub_base = base["hub_id"]
+    if license is None and base["license"]:
+        license = base["license"]
+        extra_license = {k: base[k] for k in ("license_name", "license_link") if base[k]}
+    else:
+        extra_license = {}
     if model_name is None:
-        stem = (hub_base or base_label or "model").split("/")[-1]
+        stem = (hub_base or base["label"] or "model").split("/")[-1]
         model_name = f"{stem}-{method_id}-unlearned"
     model_name = redact(str(model_name))
 
@@ -419,32 +702,41 @@ def build_model_card(
     for t in (*BASE_TAGS, method_id, *extra_tags):
         if t and str(t) not in tags:
             tags.append(str(t))
+    if datasets is None:
+        datasets = [s["hub_id"] for s in sources.values() if s and s.get("hub_id")]
+    datasets = list(dict.fromkeys(str(d) for d in datasets if d))
 
+    dataset_of = _eval_datasets(eval_dataset_type, eval_dataset_name, sources)
     after = metrics_clean.get("after") or {}
-    eval_results = [
-        EvalResult(
-            task_type=pipeline_tag or "text-generation",
-            dataset_type=eval_dataset_type,
-            dataset_name=eval_dataset_name,
-            metric_type=name,
-            metric_name=_pretty(name),
-            metric_value=value,
+    eval_results = []
+    for name, value in after.items():
+        if not _number(value) or not _is_result(name):
+            continue
+        split = metric_split(name)
+        ds = dataset_of(split)
+        short = name.split("/", 1)[1] if "/" in name and split is not None else name
+        eval_results.append(
+            EvalResult(
+                task_type=pipeline_tag or "text-generation",
+                dataset_type=ds["type"],
+                dataset_name=ds["name"],
+                dataset_config=ds["config"],
+                dataset_split=ds["split"],
+                metric_type=short,
+                metric_name=_pretty(name),
+                metric_value=value,
+            )
         )
-        for name, value in after.items()
-        if isinstance(value, (int, float)) and not isinstance(value, bool)
-    ]
 
     unlearning_meta: dict[str, Any] = {"method": method_id}
     if paper is not None and paper.arxiv_id:
         unlearning_meta["paper"] = f"arxiv:{paper.arxiv_id}"
-    if forget_info:
-        unlearning_meta["forget_set"] = {
-            k: forget_info[k] for k in ("num_rows", "sha256") if k in forget_info
-        }
-    if retain_info:
-        unlearning_meta["retain_set"] = {
-            k: retain_info[k] for k in ("num_rows", "sha256") if k in retain_info
-        }
+    for key, info in (("forget_set", forget_info), ("retain_set", retain_info)):
+        if info:
+            unlearning_meta[key] = {k: info[k] for k in ("num_rows", "sha256") if k in info}
+            source = sources[key.removesuffix("_set")]
+            if source:
+                unlearning_meta[key]["source"] = {k: v for k, v in source.items() if v}
     if metrics_clean:
         unlearning_meta["metrics"] = metrics_clean
 
@@ -453,13 +745,15 @@ def build_model_card(
         library_name=library_name,
         pipeline_tag=pipeline_tag,
         license=license,
-        datasets=list(datasets) if datasets else None,
+        language=language,
+        datasets=datasets or None,
         tags=tags,
         model_name=model_name if eval_results else None,
         eval_results=eval_results or None,
         unlearning=unlearning_meta,
+        **extra_license,
     )
-    header, rows = _metric_rows(metrics_clean) if metrics_clean else ([], [])
+    header, rows = _metric_rows(metrics_clean, dataset_of) if metrics_clean else ([], [])
     card = ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE_PATH),
@@ -467,19 +761,24 @@ def build_model_card(
         model_id=redact(repo_id or model_name),
         method_id=method_id,
         method_name=method_name,
+        method_kind=method_kind,
         paper=paper,
         paper_link=paper.link if paper is not None else None,
         bibtex=paper.bibtex.strip() if paper is not None and paper.bibtex else None,
-        base_model_id=hub_base,
-        base_model_label=base_label,
+        base=base,
+        license=license,
         forget=forget_info,
         retain=retain_info,
+        forget_source=sources["forget"],
+        retain_source=sources["retain"],
         config_rows=[(_cell(k), _cell(json.dumps(v, ensure_ascii=False))) for k, v in config_dict.items()],
         metric_header=header,
         metric_rows=rows,
         has_retain_model=bool(metrics_clean.get("retain_model")),
+        has_forget_quality=any(
+            n.rsplit("/", 1)[-1] == "forget_quality" for values in metrics_clean.values() for n in values
+        ),
         versions=library_versions(),
-        eval_dataset_name=eval_dataset_name,
         auto_class=auto_class,
         notes=redact(notes) if notes else None,
     )

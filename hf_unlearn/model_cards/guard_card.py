@@ -1,19 +1,23 @@
 """The card of a GUARD folder: says plainly that the weights are unchanged and that the forget set's
-answers are stored in the index."""
+answers are stored in the index. Rendered from the Jinja template ``templates/guard_card.md``."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from pathlib import Path, PurePath
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from .card import library_versions, looks_like_hub_id, redact
+from .card import _HF_TOKEN_RE, library_versions, looks_like_hub_id, redact, to_jsonable
+
+GUARD_TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "guard_card.md"
 
 
 def build_guard_card(guard) -> ModelCard:
-    cfg = asdict(guard.config)
-    base = getattr(guard.model.config, "_name_or_path", "") or ""
+    """The ``README.md`` of ``guard.save_pretrained(folder)`` (secret-looking config fields dropped)."""
+    cfg = to_jsonable(asdict(guard.config))  # drops secret-looking keys, redacts token-like strings
+    base = str(getattr(guard.model.config, "_name_or_path", "") or "")
     data = ModelCardData(
         library_name="hf_unlearn",
         tags=["hf_unlearn", "unlearning", *guard._tag_names],
@@ -21,46 +25,18 @@ def build_guard_card(guard) -> ModelCard:
     )
     forget = guard.forget_fingerprint or {}
     paper = guard._paper
-    lines = [
-        f"---\n{data.to_yaml()}\n---",
-        "",
-        "# GUARD generation-time unlearning artefacts",
-        "",
-        f"Method: **GUARD** — [{paper.title}]({paper.link}). Built with `hf_unlearn`.",
-        "",
-        "## What this is",
-        "",
-        f"- **The model's weights are unchanged.** This folder holds only what GUARD needs at generation time "
-        f"for `{base.split('/')[-1] or type(guard.model).__name__}`: a prompt classifier "
-        f"(`prompt_classifier.safetensors`), an index of the forget set's answers and their sentence embeddings, "
-        "and this configuration. Use it with `GUARD.from_pretrained(folder, model, tokenizer)` and "
-        "`guard.generate(...)`; the model itself still knows what it was asked to forget, and anyone who runs it "
-        "without GUARD gets the original outputs.",
-        f"- **The forget set's answers are stored in plain text** in `forget_index.json` "
-        f"({len(guard.answers)} answers): GUARD needs them to know what to block. Anyone with this folder can "
-        "read them; do not publish it where those answers must stay private.",
-        "- Prompts the classifier does not flag are decoded exactly as without GUARD; flagged prompts cannot "
-        "complete the forbidden phrases of the most similar forget answers. Paraphrases the classifier misses, "
-        "and other spellings of a phrase outside the checked shortlist, are not blocked.",
-        "",
-        "## Forget set",
-        "",
-        f"- rows: {forget.get('num_rows', len(guard.answers))}; SHA-256: `{forget.get('sha256', 'n/a')}`",
-        "",
-        "## Configuration",
-        "",
-        "```json",
-        redact(json.dumps(cfg, indent=2)),
-        "```",
-        "",
-        "## Versions",
-        "",
-        ", ".join(f"{k} {v}" for k, v in library_versions().items()),
-        "",
-        "## Citation",
-        "",
-        "```bibtex",
-        paper.bibtex,
-        "```",
-    ]
-    return ModelCard("\n".join(lines))
+    card = ModelCard.from_template(
+        data,
+        template_path=str(GUARD_TEMPLATE_PATH),
+        paper=paper,
+        model_label=redact(PurePath(base.rstrip("/\\")).name or type(guard.model).__name__),
+        num_answers=len(guard.answers),
+        num_rows=forget.get("num_rows", len(guard.answers)),
+        sha256=forget.get("sha256", "n/a"),
+        config_json=redact(json.dumps(cfg, indent=2)),
+        versions=library_versions(),
+        bibtex=(paper.bibtex or "").strip(),
+    )
+    if _HF_TOKEN_RE.search(card.content):
+        card = ModelCard(redact(card.content))
+    return card

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Dataset
-from transformers import PreTrainedModel, Trainer, TrainingArguments
+from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 
 from ..data.classification import ClassificationCollator, prepare_classification_dataset
 from ..data.qa import QACollator, tokenize_qa_dataset
@@ -82,6 +83,8 @@ class UnlearnConfig(TrainingArguments):
             raise ValueError(f"max_length must be at least 2, got {self.max_length}")
         if self.retain_weight < 0 or not math.isfinite(self.retain_weight):
             raise ValueError(f"retain_weight must be a finite number >= 0, got {self.retain_weight}")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise ValueError(f"learning_rate must be a finite number > 0, got {self.learning_rate}")
 
 
 @dataclass
@@ -111,7 +114,9 @@ class PairedViews(torch.utils.data.Dataset):
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
-        """Called by accelerate's data loader at each epoch (also when resuming)."""
+        """Re-draw the pairing of epoch ``epoch``. Accelerate's loader calls it at each fresh epoch but
+        not for a loader resumed mid-epoch, so :class:`UnlearnTrainer` also calls it from
+        ``on_epoch_begin`` (see :class:`_PairingEpochCallback`)."""
         self.epoch = epoch
         rng = np.random.default_rng([self.seed, epoch])
         for name, ds in self.views.items():
@@ -146,6 +151,22 @@ class PairedCollator:
         return QACollator(self.pad_token_id)
 
 
+class _PairingEpochCallback(TrainerCallback):
+    """Keeps :class:`PairedViews` on the trainer's epoch, also for a run resumed mid-epoch.
+
+    At ``on_epoch_begin`` ``state.epoch`` is the epoch about to run (an integer for a fresh epoch, the
+    checkpoint's fractional epoch when resuming), so its floor is the epoch whose pairing is needed.
+    """
+
+    def __init__(self, dataset: PairedViews):
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        epoch = int(math.floor((state.epoch or 0.0) + 1e-9))
+        if self.dataset.epoch != epoch:
+            self.dataset.set_epoch(epoch)
+
+
 class UnlearnTrainer(Trainer):
     """Base class: builds the paired forget/retain batches, logs each loss term, guards against
     divergence, and writes the unlearning model card. Subclasses set the class metadata and
@@ -160,6 +181,7 @@ class UnlearnTrainer(Trainer):
     requires_retain: bool = False  # GradDiff / IDK need a retain set
     uses_retain: bool = True  # whether a given retain set is used at all
     needs_ref_model: bool = False  # NPO
+    one_shot: bool = False  # SSD / IAU: train() edits the weights once, no optimizer loop
 
     def __init__(
         self,
@@ -195,31 +217,56 @@ class UnlearnTrainer(Trainer):
             raise ValueError(
                 f"{type(self).__name__} needs a retain_dataset (the data whose knowledge must be kept)"
             )
-        if peft_config is not None:
-            from peft import get_peft_model
+        if self.task == "causal_lm":
+            check_vocabulary(model, processing_class)
 
-            model = get_peft_model(model, peft_config)
-
+        # Every check on the caller's inputs runs before the model is wrapped: a refused call must leave
+        # the caller's model as it was (get_peft_model injects LoRA layers into it in place).
         self.forget_raw, self.retain_raw = forget_dataset, retain_dataset
         self.num_labels = num_model_labels(model) if self.task == "classification" else None
         views = self._build_views(forget_dataset, retain_dataset, processing_class, args)
+        self.check_inputs(model, args, peft_config)
         train = PairedViews(views, primary=next(iter(views)), seed=args.data_seed or args.seed)
-        super().__init__(
-            model=model,
-            args=args,
-            train_dataset=train,
-            data_collator=PairedCollator(pad_id, self.task),
-            processing_class=processing_class,
-            callbacks=callbacks,
-            optimizers=optimizers,
-            **kwargs,
-        )
-        self.model_accepts_loss_kwargs = False  # the loss is computed here, not by the model
-        self._metrics: dict[str, list[float]] = defaultdict(list)
-        self.unlearning_metrics: dict[str, dict[str, float]] = {}
-        self.ref_model = None
-        if self.needs_ref_model:
-            self.ref_model = self._make_ref_model(self.model, ref_model)
+        injected = peft_config is not None
+        if injected:
+            from peft import get_peft_model
+
+            trainable = {n: p.requires_grad for n, p in model.named_parameters()}
+            model = get_peft_model(model, peft_config)
+        try:
+            super().__init__(
+                model=model,
+                args=args,
+                train_dataset=train,
+                data_collator=PairedCollator(pad_id, self.task),
+                processing_class=processing_class,
+                callbacks=[*(callbacks or []), _PairingEpochCallback(train)],
+                optimizers=optimizers,
+                **kwargs,
+            )
+            self.model_accepts_loss_kwargs = False  # the loss is computed here, not by the model
+            self._metrics: dict[str, list[float]] = defaultdict(list)
+            self.unlearning_metrics: dict[str, dict[str, float]] = {}
+            self.ref_model, self.ref_adapter = None, None
+            if self.needs_ref_model:
+                self._make_reference(model, ref_model, adapter_is_new=injected)
+            self.setup()
+        except BaseException:
+            if injected:  # take the injected LoRA layers out again: the caller's model is as it was
+                for n, p in model.unload().named_parameters():
+                    p.requires_grad_(trainable[n])
+            raise
+
+    def check_inputs(self, model, args, peft_config) -> None:
+        """Method-specific checks of the caller's inputs, run before anything is modified (default: none).
+
+        ``model`` is the caller's model, not yet wrapped by ``peft_config``; ``self.task`` and the
+        prepared views (``self.forget_raw``, ...) are available.
+        """
+
+    def setup(self) -> None:
+        """Method-specific set-up once ``Trainer.__init__`` has run (default: none). If it raises, a LoRA
+        adapter injected from ``peft_config`` is taken out again, so the caller's model is unchanged."""
 
     # ----------------------------------------------------------------------------------- data
     def prepare_dataset(self, ds, name: str, tokenizer, args, answers=None) -> Dataset:
@@ -263,23 +310,41 @@ class UnlearnTrainer(Trainer):
 
         return AutoModelForCausalLM.from_pretrained(name_or_path, use_safetensors=True)
 
-    def _make_ref_model(self, model, ref_model):
-        """A frozen reference: the adapter-disabled base for PEFT models, else one frozen copy."""
-        if is_peft_model(model):
-            return None  # use `with model.disable_adapter():`
+    def _make_reference(self, model, ref_model, adapter_is_new: bool) -> None:
+        """The frozen reference π_ref: the model as it was before unlearning.
+
+        - ``ref_model`` given: that model, frozen (also when ``model`` is a PEFT model).
+        - a LoRA adapter injected here from ``peft_config`` (still the identity): the adapter-disabled
+          base, no weight copy.
+        - a ``PeftModel`` passed in (its adapter may be trained already, so the base model is *not* the
+          model before unlearning): a frozen copy of the active adapter, ``REF_ADAPTER``, swapped in for
+          the reference pass (TRL's ``ref_adapter_name``), unless every LoRA ``B`` matrix is zero.
+        - otherwise one frozen copy of the model.
+        """
+        if ref_model is None and is_peft_model(model):
+            if not adapter_is_new and not _adapter_is_identity(model):
+                self.ref_adapter = _copy_active_adapter(model, REF_ADAPTER)
+            return  # the adapter-disabled base (or the frozen adapter copy) is the reference
         ref = ref_model if ref_model is not None else copy.deepcopy(self.accelerator.unwrap_model(model))
         ref.eval().requires_grad_(False)
-        return self.accelerator.prepare_model(ref, evaluation_mode=True)
+        self.ref_model = self.accelerator.prepare_model(ref, evaluation_mode=True)
 
     def ref_forward(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits of the reference model on ``batch`` (no gradient)."""
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         with torch.no_grad():
             if self.ref_model is not None:
-                return self.ref_model(
-                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-                ).logits
-            with self.accelerator.unwrap_model(model).disable_adapter():
-                return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                return self.ref_model(**inputs).logits
+            peft_model = self.accelerator.unwrap_model(model)
+            if self.ref_adapter is None:
+                with peft_model.disable_adapter():
+                    return model(**inputs).logits
+            trained = peft_model.active_adapter
+            peft_model.set_adapter(self.ref_adapter)
+            try:
+                return model(**inputs).logits
+            finally:
+                peft_model.set_adapter(trained)  # makes the trained adapter trainable again, ref frozen
 
     @staticmethod
     def forward(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -330,10 +395,25 @@ class UnlearnTrainer(Trainer):
         if self.args.check_finite and not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"{type(self).__name__}: the unlearning loss is {loss.item()} at step {self.state.global_step} "
-                f"(terms: { {k: float(v) for k, v in logs.items()} }); no optimizer step was taken, so the model "
-                "and saved checkpoints hold the last finite state. Lower the learning rate or check the data."
+                f"(terms: { {k: float(v) for k, v in logs.items()} }); no optimizer step was taken on it. "
+                f"{self._where_is_the_last_finite_state(model)} Lower the learning rate or check the data."
             )
         return (loss, None) if return_outputs else loss
+
+    def _where_is_the_last_finite_state(self, model) -> str:
+        """A true sentence saying where the last finite weights are: in memory, or in a checkpoint."""
+        bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+        if not bad:
+            return "The model in memory still holds finite weights (the last finite state)."
+        from transformers.trainer_utils import get_last_checkpoint
+
+        folder = Path(self.args.output_dir)
+        last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+        where = f"the last checkpoint, {last}" if last else "no checkpoint (none was saved)"
+        return (
+            f"The model's weights are already NaN/inf (e.g. {bad[0]}: an earlier optimizer step diverged); "
+            f"the last finite state is in {where}."
+        )
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -347,7 +427,8 @@ class UnlearnTrainer(Trainer):
                 model.zero_grad(set_to_none=True)
                 raise NonFiniteLossError(
                     f"{type(self).__name__}: non-finite gradients at step {self.state.global_step} in {bad[:3]}"
-                    f"{' ...' if len(bad) > 3 else ''}; no optimizer step was taken. Lower the learning rate."
+                    f"{' ...' if len(bad) > 3 else ''}; no optimizer step was taken on them. "
+                    f"{self._where_is_the_last_finite_state(model)} Lower the learning rate."
                 )
         return loss
 
@@ -372,47 +453,107 @@ class UnlearnTrainer(Trainer):
         super()._save_checkpoint(model, trial)
 
     def create_model_card(
-        self, model_name: str | None = None, tags=None, output_dir: str | None = None, **kwargs
+        self,
+        model_name: str | None = None,
+        tags=None,
+        output_dir: str | None = None,
+        license: str | None = None,
+        finetuned_from: str | None = None,
+        dataset_tags: str | list[str] | None = None,
+        language: str | list[str] | None = None,
+        **kwargs,
     ):
-        """Write the unlearning model card (README.md) into ``output_dir`` (default ``args.output_dir``)."""
+        """Write the unlearning model card (README.md) into ``output_dir`` (default ``args.output_dir``).
+
+        ``save_model()`` and ``push_to_hub()`` call this; the metrics given to :meth:`record_metrics` are
+        in it. ``license`` (default: the base model's license when its card is at hand, else omitted),
+        ``finetuned_from`` (the base model's Hub id, default ``config._name_or_path``), ``dataset_tags``
+        (Hub dataset ids added to those of Hub-loaded forget/retain sets) and ``language`` are card
+        metadata, as in ``Trainer.create_model_card``; ``push_to_hub(license=...)`` passes them here. A
+        value given once is kept for later cards of this trainer (``save_model``, ``record_metrics``).
+        """
         if not self.is_world_process_zero():
             return
-        from ..model_cards import build_model_card, dataset_fingerprint
+        from ..model_cards import build_model_card, dataset_fingerprint, dataset_source
 
+        given = {
+            "model_name": model_name,
+            "tags": tags,
+            "license": license,
+            "finetuned_from": finetuned_from,
+            "dataset_tags": dataset_tags,
+            "language": language,
+        }
+        remembered = getattr(self, "_card_options", {})
+        opts = {k: v if v is not None else remembered.get(k) for k, v in given.items()}
         base = self.accelerator.unwrap_model(self.model)
-        base_name = getattr(getattr(base, "config", None), "_name_or_path", None) or None
+        plain = _base_model(base)
+        base_name = opts["finetuned_from"] or getattr(getattr(plain, "config", None), "_name_or_path", None)
         pipeline_tag, auto_class = card_task(base)
+        forget_src = dataset_source(self.forget_raw)
+        retain_src = dataset_source(self.retain_raw) if self.retain_raw is not None else None
+        extra = opts["dataset_tags"]
+        datasets = [s["hub_id"] for s in (forget_src, retain_src) if s and s.get("hub_id")]
+        datasets += [extra] if isinstance(extra, str) else list(extra or [])
+        tags = opts["tags"]
+        # one-shot methods (SSD, IAU: `one_shot`, no per-batch loss) edit the weights: no training steps
+        edit = (
+            getattr(self, "one_shot", False) or type(self).unlearning_loss is UnlearnTrainer.unlearning_loss
+        )
+        kind = "edit" if edit else "fine-tune"
         card = build_model_card(
             method_id=self._name,
             method_name=type(self).__name__.removesuffix("Trainer"),
             paper=self._paper,
-            base_model=base_name,
+            base_model=base_name or None,
+            base_architecture=type(plain).__name__,
             config=config_diff(self.args),
             forget=dataset_fingerprint(self.forget_raw),
             retain=dataset_fingerprint(self.retain_raw) if self.retain_raw is not None else None,
+            forget_source=forget_src,
+            retain_source=retain_src,
+            datasets=datasets,
+            license=opts["license"],
+            language=opts["language"],
             metrics=self.unlearning_metrics or None,
-            model_name=model_name or (self.args.hub_model_id or Path(self.args.output_dir).name),
+            model_name=opts["model_name"] or (self.args.hub_model_id or Path(self.args.output_dir).name),
             repo_id=self.args.hub_model_id,
             extra_tags=[*(self._tag_names or []), *([tags] if isinstance(tags, str) else (tags or []))],
             notes=self.card_notes(),
             pipeline_tag=pipeline_tag,
             auto_class=auto_class,
+            method_kind=kind,
         )
         out = Path(output_dir or self.args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         card.save(out / "README.md")
+        self._card_options = {k: v for k, v in opts.items() if v is not None}
+        if out.resolve() == Path(self.args.output_dir).resolve():
+            self._card_written = True  # record_metrics() refreshes this card
 
     def card_notes(self) -> str | None:
         """Method-specific Markdown for the card (SSD's dampening counts, SalUn's mask); default none."""
         return None
 
-    def record_metrics(self, stage: str, metrics: dict[str, float]) -> None:
-        """Store evaluation results for the card: stage is 'before', 'after' or 'retain_model'."""
+    def record_metrics(self, stage: str, metrics: dict) -> None:
+        """Put evaluation results on the model card: ``stage`` is 'before', 'after' or 'retain_model'.
+
+        ``metrics`` is an evaluation result as it is: ``evaluate_tofu(...)`` (nested per split: recorded
+        as ``forget/probability``, ``retain/truth_ratio``, ..., ``forget_quality``), ``evaluate_unlearning(...)``
+        (``UA``, ``RA``, ``TA``, ``MIA``, ...) or any dict of numbers, possibly nested; numpy/torch scalars
+        are converted, per-sample lists skipped (:func:`hf_unlearn.model_cards.flatten_metrics`). Values
+        add to (and overwrite) those already recorded for the stage. ``ValueError`` when no number is in
+        ``metrics``. The next ``save_model()`` / ``push_to_hub()`` writes them into the card; a card this
+        trainer already wrote into ``args.output_dir`` is rewritten at once.
+        """
         if stage not in ("before", "after", "retain_model"):
             raise ValueError(f"stage must be 'before', 'after' or 'retain_model', got {stage!r}")
-        self.unlearning_metrics[stage] = {
-            k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))
-        }
+        from ..model_cards import flatten_metrics
+
+        values = flatten_metrics(metrics, what=f"record_metrics({stage!r}, ...)")
+        self.unlearning_metrics.setdefault(stage, {}).update(values)
+        if getattr(self, "_card_written", False):
+            self.create_model_card()
 
 
 # -------------------------------------------------------------------------------------- checks
@@ -472,6 +613,55 @@ def card_task(model) -> tuple[str, str]:
     if name.endswith("ForSequenceClassification"):
         return "text-classification", "AutoModelForSequenceClassification"
     return "text-generation", "AutoModelForCausalLM"
+
+
+REF_ADAPTER = "hf_unlearn_reference"
+
+
+def _adapter_is_identity(model) -> bool:
+    """True when the active LoRA adapter adds nothing yet (every ``lora_B`` is zero, as at init)."""
+    name = model.active_adapter
+    b = [p for n, p in model.named_parameters() if "lora_B" in n and f".{name}." in n]
+    return bool(b) and all(not p.detach().any() for p in b)
+
+
+def _copy_active_adapter(model, copy_name: str) -> str:
+    """Add a frozen copy of ``model``'s active adapter under ``copy_name``; the active adapter stays active."""
+    name = model.active_adapter
+    model.add_adapter(copy_name, copy.deepcopy(model.peft_config[name]))
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for n, p in params.items():
+            if f".{name}." in n:
+                params[n.replace(f".{name}.", f".{copy_name}.")].copy_(p)
+    model.set_adapter(name)
+    for n, p in model.named_parameters():
+        if f".{copy_name}." in n:
+            p.requires_grad_(False)
+    return copy_name
+
+
+def check_vocabulary(model, tokenizer) -> None:
+    """Refuse a tokenizer with more tokens than the model's embedding matrix (its ids would index past
+    it mid-training); warn when it has far fewer (a tokenizer of another model). Models often pad
+    their embedding matrix beyond the tokenizer, so a small gap is normal."""
+    embeddings = _base_model(model).get_input_embeddings()
+    rows = getattr(embeddings, "num_embeddings", None)
+    if rows is None or tokenizer is None:
+        return
+    n = len(tokenizer)
+    if n > rows:
+        raise ValueError(
+            f"the tokenizer has {n} tokens but {type(_base_model(model)).__name__}'s embedding matrix has "
+            f"{rows} rows: is it this model's tokenizer? If you added tokens, call "
+            f"model.resize_token_embeddings(len(tokenizer)) first"
+        )
+    if n < 0.9 * rows:
+        warnings.warn(
+            f"the tokenizer has {n} tokens but the model's embedding matrix has {rows} rows; "
+            "check that processing_class is this model's tokenizer",
+            stacklevel=3,
+        )
 
 
 def check_finite_parameters(model, action: str) -> None:

@@ -125,7 +125,7 @@ class NPOTrainer(UnlearnTrainer):
 
 
 @dataclass
-class IDKConfig(UnlearnConfig, TemplateAnswerArgs):
+class IDKConfig(TemplateAnswerArgs, UnlearnConfig):
     """IDK: the refusals come from ``template_column`` or ``templates`` (default: built-in)."""
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..losses.common import sequence_mean_prob
-from ..losses.flat import canonical_divergence, flat_loss
+from ..losses.flat import canonical_divergence, flat_loss, padded_mean_prob
 from ..registry import Paper, register_method
 from .base import TemplateAnswerArgs, UnlearnConfig, UnlearnTrainer
 
@@ -30,7 +30,7 @@ FLAT_PAPER = Paper(
 
 
 @dataclass
-class FLATConfig(UnlearnConfig, TemplateAnswerArgs):
+class FLATConfig(TemplateAnswerArgs, UnlearnConfig):
     """Hyper-parameters of FLAT (defaults follow the reference TOFU configuration where it has one)."""
 
     divergence: str = field(
@@ -42,8 +42,9 @@ class FLATConfig(UnlearnConfig, TemplateAnswerArgs):
     official_padding_mean: bool = field(
         default=False,
         metadata={
-            "help": "Reproduce the reference code: P = mean probability over all B·(L−1) padded positions (a "
-            "batch scalar) instead of the paper's per-sample mean over answer tokens."
+            "help": "Reproduce the reference code (UCSC-REAL/FLAT): P = batch scalar Σ answer-token p / "
+            "(B·(max_length−1)), as if every row were padded to max_length (the reference uses 500: set "
+            "--max_length 500 for its numbers), instead of the paper's per-sample mean over answer tokens."
         },
     )
 
@@ -70,13 +71,14 @@ class FLATTrainer(UnlearnTrainer):
         )
         return {"template": tokenize(forget, "forget_dataset (template answers)", answers)}
 
+    def _answer_prob(self, model, batch):
+        logits = self.forward(model, batch)
+        if self.args.official_padding_mean:  # the reference's mean over a fixed max_length padding
+            return padded_mean_prob(logits, batch["labels"], self.args.max_length)
+        return sequence_mean_prob(logits, batch["labels"])
+
     def unlearning_loss(self, model, inputs):
-        pad_mean = self.args.official_padding_mean
-        p_forget = sequence_mean_prob(
-            self.forward(model, inputs["forget"]), inputs["forget"]["labels"], pad_mean
-        )
-        p_template = sequence_mean_prob(
-            self.forward(model, inputs["template"]), inputs["template"]["labels"], pad_mean
-        )
+        p_forget = self._answer_prob(model, inputs["forget"])
+        p_template = self._answer_prob(model, inputs["template"])
         loss = flat_loss(p_template, p_forget, self.args.divergence)
         return loss, {"forget_prob": p_forget.mean().detach(), "template_prob": p_template.mean().detach()}

@@ -203,25 +203,30 @@ class IAUTrainer(UnlearnTrainer):
 
     A retain set is required unless ``retain_weight == 0`` (a pure gradient-ascent step); with
     ``retain_weight == 0`` a given retain set is only used to report its loss. A step whose losses,
-    gradients or resulting weights are not finite is refused with ``NonFiniteLossError`` before anything is
-    written (``check_finite``, on by default); earlier steps of a multi-step run stay applied.
+    gradients or resulting weights are not finite is refused with ``NonFiniteLossError`` (``check_finite``,
+    on by default). ``train()`` is all or nothing: if it raises (a refused step, or any error, also after
+    the first of several steps) the trainable parameters are restored bit for bit from a copy taken at the
+    start (kept in CPU memory), and nothing is written to disk.
     """
 
     _name = "iau"
     _paper = IAU_PAPER
     _tag_names = ["iau", "influence-approximation", "retrain-free"]
     config_class = IAUConfig
+    one_shot = True
     supported_tasks = ("causal_lm", "classification")
 
     def __init__(self, *args, **kwargs):
+        self.iau_metrics: dict[str, float] = {}
         super().__init__(*args, **kwargs)
-        if self.args.retain_weight > 0 and "retain" not in self.train_dataset.views:
+
+    def check_inputs(self, model, args, peft_config) -> None:
+        if args.retain_weight > 0 and self.retain_raw is None:
             raise ValueError(
                 "IAUTrainer needs a retain_dataset for its gradient correction (d = ∇L_forget − "
-                f"retain_weight·∇L_retain, retain_weight={self.args.retain_weight}); pass one, or set "
+                f"retain_weight·∇L_retain, retain_weight={args.retain_weight}); pass one, or set "
                 "retain_weight=0 for a pure gradient-ascent step"
             )
-        self.iau_metrics: dict[str, float] = {}
 
     # ------------------------------------------------------------------------------ passes
     def _trainable(self) -> dict[str, torch.nn.Parameter]:
@@ -300,7 +305,8 @@ class IAUTrainer(UnlearnTrainer):
             else {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
         )
         metrics: dict[str, float] = {}
-        was_training = model.training
+        was_training, start_step = model.training, self.state.global_step
+        original = {n: p.detach().to("cpu", copy=True) for n, p in params.items()}
         model.eval()
         try:
             for step in range(1, a.num_steps + 1):
@@ -346,11 +352,13 @@ class IAUTrainer(UnlearnTrainer):
                 metrics["forget_loss_after"] = self.mean_loss(forget)
                 if retain is not None:
                     metrics["retain_loss_after"] = self.mean_loss(retain)
+        except BaseException:
+            _restore(params, original)
+            self.state.global_step = start_step
+            raise
         finally:
             model.zero_grad(set_to_none=True)
             model.train(was_training)
-        if a.check_finite:
-            check_finite_parameters(model, "finishing IAU")
         metrics = {
             "train_runtime": round(time.perf_counter() - start, 4),
             **metrics,
@@ -378,15 +386,15 @@ class IAUTrainer(UnlearnTrainer):
         for key in ("forget_loss", "retain_loss"):
             if key in logs and not math.isfinite(logs[key]):
                 raise NonFiniteLossError(
-                    f"IAU step {step}: the mean {key.replace('_', ' ')} is {logs[key]}; the model was not "
-                    "changed by this step. Check the data (NaN/inf inputs) and the model."
+                    f"IAU step {step}: the mean {key.replace('_', ' ')} is {logs[key]}; the model is "
+                    "unchanged. Check the data (NaN/inf inputs) and the model."
                 )
         for which, grads in (("forget", g_forget), ("retain", g_retain)):
             bad = [n for n, g in (grads or {}).items() if not torch.isfinite(g).all()]
             if bad:
                 raise NonFiniteLossError(
                     f"IAU step {step}: non-finite ∇L_{which} in {bad[:3]}{' ...' if len(bad) > 3 else ''}; "
-                    "the model was not changed by this step."
+                    "the model is unchanged."
                 )
 
     @staticmethod
@@ -401,7 +409,7 @@ class IAUTrainer(UnlearnTrainer):
         if bad:
             raise NonFiniteLossError(
                 f"IAU step {step}: the update would make {bad[:3]}{' ...' if len(bad) > 3 else ''} NaN/inf; "
-                "the model was not changed by this step. Lower learning_rate."
+                "the model is unchanged. Lower learning_rate."
             )
 
     def card_notes(self) -> str | None:
@@ -441,6 +449,13 @@ class IAUTrainer(UnlearnTrainer):
                 change = f" → {after:.4g}" if after is not None else " (before the update)"
                 lines.append(f"- {key} mean loss: {m[f'{key}_loss_before']:.4g}{change}")
         return "\n".join(lines)
+
+
+@torch.no_grad()
+def _restore(params: dict[str, torch.nn.Parameter], original: dict[str, torch.Tensor]) -> None:
+    """Copy the saved values back into the parameters (bit for bit: same dtype)."""
+    for n, p in params.items():
+        p.copy_(original[n])
 
 
 def _global_norm(tensors) -> float:

@@ -100,23 +100,25 @@ class SalUnTrainer(UnlearnTrainer):
     supported_tasks = ("causal_lm", "classification")
 
     def __init__(self, *args, mask: dict[str, torch.Tensor] | None = None, **kwargs):
+        self.mask = mask
+        self._frozen: list[tuple[torch.nn.Parameter, torch.Tensor, torch.Tensor]] = []
         super().__init__(*args, **kwargs)
-        loss = self.forget_loss
+
+    def check_inputs(self, model, args, peft_config) -> None:
+        loss = resolve_forget_loss(args.forget_loss, self.task)
         if (self.task == "classification") != (loss == "random_label"):
             raise ValueError(
                 f"forget_loss={loss!r} does not fit a {'classifier' if self.task == 'classification' else 'causal LM'}:"
                 " use 'random_label' for classifiers and 'ga' or 'npo' for causal LMs"
             )
-        if mask is None and self.args.mask_path:
-            mask = load_mask(self.args.mask_path, self.model)
-        self.mask = mask
-        self._frozen: list[tuple[torch.nn.Parameter, torch.Tensor, torch.Tensor]] = []
+
+    def setup(self) -> None:
+        if self.mask is None and self.args.mask_path:
+            self.mask = load_mask(self.args.mask_path, self.model, self.args.mask_ratio)
 
     @property
     def forget_loss(self) -> str:
-        if self.args.forget_loss != "auto":
-            return self.args.forget_loss
-        return "random_label" if self.task == "classification" else "npo"
+        return resolve_forget_loss(self.args.forget_loss, self.task)
 
     @property
     def needs_ref_model(self) -> bool:  # read by the base class once args exist
@@ -141,7 +143,7 @@ class SalUnTrainer(UnlearnTrainer):
         if resume_from_checkpoint is True:
             resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
         if resume_from_checkpoint and (Path(resume_from_checkpoint) / MASK_FILE).is_file():
-            self.mask = load_mask(Path(resume_from_checkpoint) / MASK_FILE, self.model)
+            self.mask = load_mask(Path(resume_from_checkpoint) / MASK_FILE, self.model, self.args.mask_ratio)
         elif self.mask is None:
             self.mask = self.compute_mask()
         return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
@@ -253,6 +255,13 @@ class SalUnTrainer(UnlearnTrainer):
         if len(rows) > 80:
             lines.append(f"| … {len(rows) - 80} more modules | | |")
         return "\n".join(lines)
+
+
+def resolve_forget_loss(forget_loss: str, task: str) -> str:
+    """The forget loss that ``forget_loss="auto"`` means for ``task`` (random labels / NPO)."""
+    if forget_loss != "auto":
+        return forget_loss
+    return "random_label" if task == "classification" else "npo"
 
 
 def random_labels(

@@ -23,7 +23,15 @@ import torch
 from datasets import concatenate_datasets
 from transformers.trainer_utils import TrainOutput
 
-from ..importance.fisher import DEFINITIONS, accumulate_importance, dampen_, load_importance, save_importance
+from ..importance.fisher import (
+    DEFINITIONS,
+    accumulate_importance,
+    check_importance,
+    dampen_,
+    load_importance,
+    save_importance,
+    trainable_parameters,
+)
 from ..registry import Paper, register_method
 from .base import UnlearnConfig, UnlearnTrainer, check_finite_parameters, is_peft_model
 
@@ -100,22 +108,34 @@ class SSDTrainer(UnlearnTrainer):
     The full-data importance I_D comes from, in this order: ``full_importance`` (a dict or a path),
     ``args.full_importance_path``, ``full_dataset`` (the whole training set), or ``retain_dataset``
     (then D = retain ∪ forget, as in the reference code).
+
+    Every importance is checked before any weight changes (one finite tensor >= 0 per trainable
+    parameter, of its shape; an all-zero I_D is refused): a given I_D in ``__init__``, computed ones as
+    soon as they are computed, so a NaN I_D is never saved. The edit itself is all or nothing
+    (:func:`~hf_unlearn.importance.fisher.dampen_`).
     """
 
     _name = "ssd"
     _paper = SSD_PAPER
     _tag_names = ["ssd", "selective-synaptic-dampening", "retrain-free"]
     config_class = SSDConfig
+    one_shot = True
     supported_tasks = ("causal_lm", "classification")
 
     def __init__(self, *args, full_dataset=None, full_importance=None, **kwargs):
+        self._full_dataset, self._full_importance = full_dataset, full_importance
+        self.dampened: dict[str, int] = {}
         super().__init__(*args, **kwargs)
-        if is_peft_model(self.model):
+
+    def check_inputs(self, model, args, peft_config) -> None:
+        if peft_config is not None or is_peft_model(model):
             raise TypeError(
                 "SSDTrainer edits the model's own weights, not adapters: merge the adapter first "
                 "(model = model.merge_and_unload()) and pass the plain model (no peft_config)"
             )
-        a = self.args
+
+    def setup(self) -> None:
+        a, full_dataset, full_importance = self.args, self._full_dataset, self._full_importance
         self.full_importance = full_importance if full_importance is not None else a.full_importance_path
         self.full_view = None
         if self.full_importance is None:
@@ -137,7 +157,13 @@ class SSDTrainer(UnlearnTrainer):
         elif isinstance(self.full_importance, (str, Path)):
             self.full_importance, meta = load_importance(self.full_importance, self.model)
             self._check_importance_meta(meta)
-        self.dampened: dict[str, int] = {}
+        else:
+            check_importance(
+                self.full_importance,
+                trainable_parameters(self.model),
+                "full_importance",
+                allow_all_zero=False,
+            )
 
     def _check_importance_meta(self, meta: dict) -> None:
         a = self.args
@@ -156,14 +182,23 @@ class SSDTrainer(UnlearnTrainer):
         count = self.accelerator.reduce(torch.tensor(float(count), device=a.device), reduction="sum").item()
         return {n: self.accelerator.reduce(s, reduction="sum") / count for n, s in sums.items()}
 
+    def checked_importance(self, dataset, what: str, allow_all_zero: bool = True) -> dict[str, torch.Tensor]:
+        """:meth:`importance` over ``dataset``, refused with ``ValueError`` naming ``what`` unless it is
+        finite (a NaN/inf input row makes it NaN) and, for I_D, not zero everywhere."""
+        importance = self.importance(dataset, f"SSD: {what}")
+        check_importance(importance, trainable_parameters(self.model), what, allow_all_zero)
+        return importance
+
     def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
         """Compute I_f (and I_D), then dampen the selected parameters in place. No optimizer steps."""
         a = self.args
         start = time.perf_counter()
         check_finite_parameters(self.model, "SSD")
-        i_forget = self.importance(self.train_dataset.views["forget"], "SSD: forget importance I_f")
+        i_forget = self.checked_importance(self.train_dataset.views["forget"], "the forget importance I_f")
         if self.full_view is not None:
-            i_full = self.importance(self.full_view, "SSD: full-data importance I_D")
+            i_full = self.checked_importance(
+                self.full_view, "the full-data importance I_D", allow_all_zero=False
+            )
             if a.save_full_importance and self.is_world_process_zero():
                 save_importance(
                     i_full,
@@ -177,7 +212,6 @@ class SSDTrainer(UnlearnTrainer):
         else:
             i_full = self.full_importance
         self.dampened = dampen_(self.model, i_full, i_forget, a.selection_weighting, a.dampening_constant)
-        check_finite_parameters(self.model, "finishing SSD")
         total = sum(p.numel() for n, p in self.model.named_parameters() if n in i_forget)
         metrics = {
             "train_runtime": round(time.perf_counter() - start, 4),

@@ -10,7 +10,10 @@ _CITATION = TOFU_BIBTEX
 _DESCRIPTION = """\
 Forget quality (TOFU): the p-value of a two-sample Kolmogorov-Smirnov test between the forget-split truth
 ratios R = mean_j P_norm(perturbed_j) / P_norm(answer) of the unlearned model and those of a retain model
-that never saw the forget set. Near 1: indistinguishable from the retain model.
+that never saw the forget set. Near 1: indistinguishable from the retain model. The mean over perturbed
+answers is the caller's: arithmetic (TOFU paper; hf_unlearn's default) or geometric (TOFU's code and
+open-unlearning), see hf_unlearn.evaluation.truth_ratios(truth_ratio_mean=...). Compute both lists the
+same way.
 """
 
 _KWARGS_DESCRIPTION = """\

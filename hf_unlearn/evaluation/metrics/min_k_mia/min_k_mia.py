@@ -10,7 +10,9 @@ _CITATION = MIN_K_BIBTEX
 _DESCRIPTION = """\
 ROC AUC of min-k% probability membership scores (the mean of the k% lowest token log-probs of a text;
 higher = member). After unlearning, forget samples should score like unseen ones: AUC near 0.5.
-Compute the scores with hf_unlearn.evaluation.min_k_percent_score or min_k_mia.
+Compute the scores with hf_unlearn.evaluation.min_k_percent_score or min_k_mia; min_k_mia's convention
+"hf_unlearn" (default: k = 0.2, EOS scored) or "open-unlearning" (k = 0.4, EOS dropped) fixes k and
+the scored tokens.
 """
 
 _KWARGS_DESCRIPTION = """\
