@@ -37,6 +37,7 @@ Protocol (the Markdown output repeats it)
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import re
@@ -49,6 +50,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tofu  # noqa: E402  (the TOFU benchmark's data and cached models)
+from _common import fmt, quiet_transformers, write_outputs  # noqa: E402
 
 from hf_unlearn.data.qa import encode_prompt  # noqa: E402
 from hf_unlearn.evaluation.tofu import rouge_l_recall  # noqa: E402
@@ -284,11 +286,9 @@ def main(argv=None) -> int:
     p.add_argument("--cache-dir", default=str(tofu.DEFAULT_CACHE))
     p.add_argument("--data", default=None)
     a = p.parse_args(argv)
-    import transformers
-
     from hf_unlearn.generation.guard import load_sentence_model
 
-    transformers.logging.set_verbosity_error()
+    quiet_transformers(progress_bars=True)
     torch.manual_seed(0)
     t_start = time.perf_counter()
     cfg = tofu.BenchConfig()
@@ -333,11 +333,7 @@ def main(argv=None) -> int:
         "threads": torch.get_num_threads(),
     }
     report["targets"] = targets(report)
-    out = Path(a.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "guard.json").write_text(json.dumps(report, indent=1, default=float))
-    (out / "guard.md").write_text(markdown(report))
-    plot(report, out / "guard.png")
+    write_outputs(Path(a.output_dir), "guard", report, markdown(report), plot, indent=1)
     print(markdown(report))
     return 0
 
@@ -360,8 +356,7 @@ def targets(r: dict) -> dict:
     return out
 
 
-def _f(x, d=3) -> str:
-    return "–" if x is None or x != x else f"{x:.{d}f}"
+_f = functools.partial(fmt, small_sci=False)  # fixed decimals, "–" for None / NaN
 
 
 def markdown(r: dict) -> str:

@@ -71,23 +71,37 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import io
 import json
 import math
 import os
-import platform
 import random
-import resource
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+
+from _common import (
+    RSSSampler,
+    Stages,
+    atomic_save,
+    current_rss,
+    fmt,
+    log,
+    make_step_timer,
+    max_rss,
+    quiet_transformers,
+    ratio,
+    recipe_hash,
+    sha256_file,
+    table_header,
+    table_row,
+    versions,
+    write_outputs,
+)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -182,14 +196,8 @@ QUICK = dict(
 
 
 # ---------------------------------------------------------------------------------------------------
-# Small helpers
+# The TOFU files
 # ---------------------------------------------------------------------------------------------------
-
-
-def log(msg: str) -> None:
-    from tqdm.auto import tqdm
-
-    tqdm.write(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr)
 
 
 def find_data(path: str | None) -> Path:
@@ -211,90 +219,6 @@ def find_data(path: str | None) -> Path:
         "error: the TOFU data folder was not found. It is looked for in --data, $HF_UNLEARN_TOFU_PATH and "
         f"{REPO.parent / 'shared' / 'data' / 'tofu'}; it must hold {', '.join(f + '.jsonl' for f in DATA_FILES)}."
     )
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def recipe_hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def versions() -> dict:
-    import datasets
-    import tokenizers
-    import torch
-    import transformers
-
-    import hf_unlearn
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "datasets": datasets.__version__,
-        "tokenizers": tokenizers.__version__,
-        "hf_unlearn": getattr(hf_unlearn, "__version__", "unknown"),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-    }
-
-
-def current_rss() -> int:
-    """Resident set size of this process in bytes (Linux /proc; falls back to ru_maxrss)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return max_rss()
-
-
-def max_rss() -> int:
-    """Kernel high-water mark of this process's RSS in bytes (ru_maxrss is KB on Linux, B on macOS)."""
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r if sys.platform == "darwin" else r * 1024
-
-
-class RSSSampler(threading.Thread):
-    """Samples this process's RSS every ``interval`` seconds and keeps the peak."""
-
-    def __init__(self, interval: float):
-        super().__init__(daemon=True)
-        self.interval, self.peak, self._halt = interval, current_rss(), threading.Event()
-
-    def run(self):
-        while not self._halt.is_set():
-            self.peak = max(self.peak, current_rss())
-            time.sleep(self.interval)
-
-    def stop(self) -> int:
-        self._halt.set()
-        self.join()
-        self.peak = max(self.peak, current_rss())
-        return self.peak
-
-
-def make_step_timer():
-    from transformers import TrainerCallback
-
-    class StepTimer(TrainerCallback):
-        """Wall time of each optimizer step (forward + backward + step; the batch is fetched before)."""
-
-        def __init__(self):
-            self.times: list[float] = []
-            self._t0 = None
-
-        def on_step_begin(self, args, state, control, **kwargs):
-            self._t0 = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if self._t0 is not None:
-                self.times.append(time.perf_counter() - self._t0)
-                self._t0 = None
-
-    return StepTimer()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -381,15 +305,6 @@ class Data:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _atomic_save(folder: Path, write) -> None:
-    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
-
-
 def get_tokenizer(data: Data, cfg: BenchConfig, cache: Path):
     from transformers import PreTrainedTokenizerFast
 
@@ -404,7 +319,7 @@ def get_tokenizer(data: Data, cfg: BenchConfig, cache: Path):
             tok.save_pretrained(tmp)
             (tmp / "recipe.json").write_text(json.dumps(recipe, indent=2))
 
-        _atomic_save(folder, write)
+        atomic_save(folder, write)
     return PreTrainedTokenizerFast.from_pretrained(folder), folder, recipe_hash(recipe)
 
 
@@ -476,7 +391,7 @@ def get_model(data: Data, tok, tok_hash: str, cfg: BenchConfig, cache: Path, spl
         (tmp / "train_log.txt").write_text(out.getvalue())
         (tmp / "train_info.json").write_text(json.dumps(info, indent=2))
 
-    _atomic_save(folder, write)
+    atomic_save(folder, write)
     info["cached"] = False
     return model.eval(), folder, info
 
@@ -560,11 +475,9 @@ def worker(spec_path: str) -> None:
     """Child process: one unlearning run on the timing split, timed, with its memory measured."""
     spec = json.loads(Path(spec_path).read_text())
     import torch
-    import transformers
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    quiet_transformers()
     torch.set_num_threads(spec["threads"])
     cfg = BenchConfig(**spec["cfg"])
     data = Data(Path(spec["data"]), cfg, spec["seed"])
@@ -665,17 +578,31 @@ def evaluate_model(model, tok, data: Data, split: str, retain_ratios, cfg, seed,
 # ---------------------------------------------------------------------------------------------------
 
 
-def run(args) -> dict:
-    import torch
-    import transformers
-    from tqdm.auto import tqdm
-    from transformers import AutoModelForCausalLM
+@dataclass
+class Context:
+    """What every stage of :func:`run` reads: the settings, the data and tokenizer, the target model's
+    folder and the retain models' truth ratios (filled in by the stages in order), the stage clock and
+    the progress bar."""
 
-    from hf_unlearn.evaluation import model_truth_ratios
+    cfg: BenchConfig
+    splits: list[str]
+    methods: list[str]
+    sweep_lrs: list[float]
+    seed: int
+    data_path: Path
+    cache: Path
+    stages: Stages
+    data: Data | None = None
+    tok: object = None
+    tok_dir: Path | None = None
+    tok_hash: str | None = None
+    target_dir: Path | None = None
+    retain_ratios: dict | None = None
+    bar: object = None
 
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    t_start = time.perf_counter()
+
+def plan(args) -> Context:
+    """The configuration (quick or full), splits, methods and swept learning rates of this run."""
     cfg = BenchConfig(**QUICK) if args.quick else BenchConfig()
     splits = list(args.splits or (["forget01"] if args.quick else ALL_SPLITS))
     methods = list(args.methods or METHODS)
@@ -688,162 +615,191 @@ def run(args) -> dict:
         cfg = replace(cfg, sweep_lrs=tuple(args.sweep_lrs))
     cfg = replace(cfg, timing_split=timing_split, sweep_split=sweep_split)
     sweep_lrs = [lr for lr in cfg.sweep_lrs if not math.isclose(lr, cfg.unlearn_lr)]
-    seed = args.seed
     data_path = find_data(args.data)
     cache = Path(args.cache_dir).resolve()
-    out_dir = Path(args.output_dir).resolve()
     cache.mkdir(parents=True, exist_ok=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stages: dict[str, float] = {}
+    Path(args.output_dir).resolve().mkdir(parents=True, exist_ok=True)
+    return Context(cfg, splits, methods, sweep_lrs, args.seed, data_path, cache, Stages())
 
-    def stage(name, t0):
-        stages[name] = stages.get(name, 0.0) + time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    data = Data(data_path, cfg, seed)
-    tok, tok_dir, tok_hash = get_tokenizer(data, cfg, cache)
-    stage("data + tokenizer", t0)
+def load_data(ctx: Context) -> None:
+    with ctx.stages("data + tokenizer"):
+        ctx.data = Data(ctx.data_path, ctx.cfg, ctx.seed)
+        ctx.tok, ctx.tok_dir, ctx.tok_hash = get_tokenizer(ctx.data, ctx.cfg, ctx.cache)
 
-    n_extra_timing = (cfg.timing_rounds - 1) * len(methods)
-    total = (
-        (1 + len(splits)) + len(splits) * (2 + len(methods)) + n_extra_timing + len(sweep_lrs) * len(methods)
-    )
-    bar = tqdm(total=total, desc="tofu benchmark", unit="run", dynamic_ncols=True)
 
-    # 1. target and retain models --------------------------------------------------------------------
+def progress_bar(ctx: Context):
+    from tqdm.auto import tqdm
+
+    n_splits, n_methods = len(ctx.splits), len(ctx.methods)
+    n_extra_timing = (ctx.cfg.timing_rounds - 1) * n_methods
+    total = (1 + n_splits) + n_splits * (2 + n_methods) + n_extra_timing + len(ctx.sweep_lrs) * n_methods
+    return tqdm(total=total, desc="tofu benchmark", unit="run", dynamic_ncols=True)
+
+
+def train_reference_models(ctx: Context):
+    """Stage 1: the target model and one retain model per split (cached). Returns (target, retain models,
+    models info)."""
     models_info = {}
-    t0 = time.perf_counter()
-    bar.set_postfix_str("target model")
-    target, target_dir, models_info["target"] = get_model(data, tok, tok_hash, cfg, cache, None, seed)
-    bar.update()
-    retain_models = {}
-    for s in splits:
-        bar.set_postfix_str(f"retain model {s}")
-        retain_models[s], _, models_info[f"retain-{s}"] = get_model(data, tok, tok_hash, cfg, cache, s, seed)
-        bar.update()
-    stage("target + retain models", t0)
+    with ctx.stages("target + retain models"):
+        ctx.bar.set_postfix_str("target model")
+        target, ctx.target_dir, models_info["target"] = get_model(
+            ctx.data, ctx.tok, ctx.tok_hash, ctx.cfg, ctx.cache, None, ctx.seed
+        )
+        ctx.bar.update()
+        retain_models = {}
+        for s in ctx.splits:
+            ctx.bar.set_postfix_str(f"retain model {s}")
+            retain_models[s], _, models_info[f"retain-{s}"] = get_model(
+                ctx.data, ctx.tok, ctx.tok_hash, ctx.cfg, ctx.cache, s, ctx.seed
+            )
+            ctx.bar.update()
     for k, v in models_info.items():
         log(f"{k}: {v['train_rows']} rows, {v['train_seconds']:.0f}s{' (cached)' if v['cached'] else ''}")
+    return target, retain_models, models_info
 
-    # 2. reference evaluations -----------------------------------------------------------------------
-    t0 = time.perf_counter()
-    bar.set_postfix_str("evaluating target and retain models")
-    target_utility = evaluate_utility(target, tok, data, cfg, seed)
-    retain_ratios, results = {}, {s: {} for s in splits}
-    for s in splits:
-        retain_ratios[s] = model_truth_ratios(
-            retain_models[s],
-            tok,
-            data.eval_forget[s],
-            n_perturbed=cfg.n_perturbed,
-            group_column="author_index",
-            seed=seed,
-            max_length=cfg.max_length,
-            batch_size=cfg.eval_batch_size,
-            disable_tqdm=True,
-        )
-        results[s]["target"] = evaluate_model(
-            target, tok, data, s, retain_ratios[s], cfg, seed, target_utility
-        )
-        bar.update()
-        results[s]["retain_model"] = evaluate_model(
-            retain_models[s], tok, data, s, retain_ratios[s], cfg, seed
-        )
-        bar.update()
-    del retain_models
-    stage("evaluation", t0)
 
-    # 3. timing split: every method in its own subprocess, back to back ----------------------------
-    timing: dict[str, list[dict]] = {m: [] for m in methods}
-    run_info: dict[str, dict] = {s: {} for s in splits}
-    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+def evaluate_references(ctx: Context, target, retain_models) -> dict:
+    """Stage 2: the retain models' forget truth ratios (the reference of forget quality) and the scores of
+    the target and retain models. Returns ``{split: {"target": ..., "retain_model": ...}}``."""
+    from hf_unlearn.evaluation import model_truth_ratios
+
+    cfg, seed = ctx.cfg, ctx.seed
+    with ctx.stages("evaluation"):
+        ctx.bar.set_postfix_str("evaluating target and retain models")
+        target_utility = evaluate_utility(target, ctx.tok, ctx.data, cfg, seed)
+        ctx.retain_ratios, results = {}, {s: {} for s in ctx.splits}
+        for s in ctx.splits:
+            ctx.retain_ratios[s] = model_truth_ratios(
+                retain_models[s],
+                ctx.tok,
+                ctx.data.eval_forget[s],
+                n_perturbed=cfg.n_perturbed,
+                group_column="author_index",
+                seed=seed,
+                max_length=cfg.max_length,
+                batch_size=cfg.eval_batch_size,
+                disable_tqdm=True,
+            )
+            results[s]["target"] = evaluate_model(
+                target, ctx.tok, ctx.data, s, ctx.retain_ratios[s], cfg, seed, target_utility
+            )
+            ctx.bar.update()
+            results[s]["retain_model"] = evaluate_model(
+                retain_models[s], ctx.tok, ctx.data, s, ctx.retain_ratios[s], cfg, seed
+            )
+            ctx.bar.update()
+    return results
+
+
+def run_timing_split(ctx: Context) -> tuple[dict, dict]:
+    """Stage 3: on the timing split, every method in its own subprocess, back to back (the full-budget run
+    whose model is evaluated, then the short timing-only rounds). Returns (timing runs per method,
+    ``{method: scores}`` of the timing split)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    cfg, split = ctx.cfg, ctx.cfg.timing_split
+    timing: dict[str, list[dict]] = {m: [] for m in ctx.methods}
+    run_info: dict[str, dict] = {}
+    results = {}
+    with tempfile.TemporaryDirectory(dir=ctx.cache) as tmp:
         tmp = Path(tmp)
-        t0 = time.perf_counter()
-        base_spec = {
-            "cfg": asdict(cfg),
-            "data": str(data_path),
-            "tokenizer": str(tok_dir),
-            "target": str(target_dir),
-            "split": timing_split,
-            "seed": seed,
-            "threads": torch.get_num_threads(),
-        }
-        for m in methods:
-            bar.set_postfix_str(f"{timing_split} {METHODS[m][0]} (timed subprocess)")
-            save_to = tmp / f"model-{m}"
-            info = run_worker({**base_spec, "method": m, "round": 0, "save_to": str(save_to)}, tmp)
-            timing[m].append(info)
-            run_info[timing_split][m] = info
-        for r in range(1, cfg.timing_rounds):
-            order = methods[::-1] if r % 2 else methods
-            for m in order:
-                bar.set_postfix_str(f"timing round {r + 1}: {METHODS[m][0]}")
-                info = run_worker(
-                    {**base_spec, "method": m, "round": r, "max_steps": cfg.timing_extra_steps}, tmp
-                )
+        with ctx.stages("unlearning (timed subprocesses)"):
+            base_spec = {
+                "cfg": asdict(cfg),
+                "data": str(ctx.data_path),
+                "tokenizer": str(ctx.tok_dir),
+                "target": str(ctx.target_dir),
+                "split": split,
+                "seed": ctx.seed,
+                "threads": torch.get_num_threads(),
+            }
+            for m in ctx.methods:
+                ctx.bar.set_postfix_str(f"{split} {METHODS[m][0]} (timed subprocess)")
+                save_to = tmp / f"model-{m}"
+                info = run_worker({**base_spec, "method": m, "round": 0, "save_to": str(save_to)}, tmp)
                 timing[m].append(info)
-                bar.update()
-        stage("unlearning (timed subprocesses)", t0)
-        t0 = time.perf_counter()
-        for m in methods:
-            bar.set_postfix_str(f"evaluating {timing_split} {METHODS[m][0]}")
-            model = AutoModelForCausalLM.from_pretrained(tmp / f"model-{m}")
-            res = evaluate_model(model, tok, data, timing_split, retain_ratios[timing_split], cfg, seed)
-            results[timing_split][m] = {**res, **_train_summary(run_info[timing_split][m])}
-            bar.update()
-        stage("evaluation", t0)
+                run_info[m] = info
+            for r in range(1, cfg.timing_rounds):
+                order = ctx.methods[::-1] if r % 2 else ctx.methods
+                for m in order:
+                    ctx.bar.set_postfix_str(f"timing round {r + 1}: {METHODS[m][0]}")
+                    info = run_worker(
+                        {**base_spec, "method": m, "round": r, "max_steps": cfg.timing_extra_steps}, tmp
+                    )
+                    timing[m].append(info)
+                    ctx.bar.update()
+        with ctx.stages("evaluation"):
+            for m in ctx.methods:
+                ctx.bar.set_postfix_str(f"evaluating {split} {METHODS[m][0]}")
+                model = AutoModelForCausalLM.from_pretrained(tmp / f"model-{m}")
+                res = evaluate_model(model, ctx.tok, ctx.data, split, ctx.retain_ratios[split], cfg, ctx.seed)
+                results[m] = {**res, **_train_summary(run_info[m])}
+                ctx.bar.update()
+    return timing, results
 
-    def unlearn_in_process(m: str, s: str, lr: float) -> dict:
-        t0 = time.perf_counter()
-        model = AutoModelForCausalLM.from_pretrained(target_dir)
+
+def unlearn_and_evaluate(ctx: Context, m: str, s: str, lr: float) -> dict:
+    """One method on one split at learning rate ``lr``, in this process, then its scores."""
+    from transformers import AutoModelForCausalLM
+
+    with ctx.stages("unlearning (in process)"):
+        model = AutoModelForCausalLM.from_pretrained(ctx.target_dir)
         timer = make_step_timer()
-        with tempfile.TemporaryDirectory(dir=cache) as tmp:
-            trainer = build_trainer(m, model, tok, data, s, cfg, seed, tmp, [timer], lr=lr)
+        with tempfile.TemporaryDirectory(dir=ctx.cache) as tmp:
+            trainer = build_trainer(m, model, ctx.tok, ctx.data, s, ctx.cfg, ctx.seed, tmp, [timer], lr=lr)
             info = train_unlearning(trainer, timer)
         del trainer
-        stage("unlearning (in process)", t0)
-        t0 = time.perf_counter()
-        res = evaluate_model(model, tok, data, s, retain_ratios[s], cfg, seed)
-        stage("evaluation", t0)
-        return {**res, **_train_summary(info)}
+    with ctx.stages("evaluation"):
+        res = evaluate_model(model, ctx.tok, ctx.data, s, ctx.retain_ratios[s], ctx.cfg, ctx.seed)
+    return {**res, **_train_summary(info)}
 
-    # 4. the other splits, in this process -----------------------------------------------------------
-    for s in splits:
-        if s == timing_split:
+
+def run_other_splits(ctx: Context, results: dict) -> None:
+    """Stage 4: every method on the splits other than the timing split, in this process."""
+    for s in ctx.splits:
+        if s == ctx.cfg.timing_split:
             continue
-        for m in methods:
-            bar.set_postfix_str(f"{s} {METHODS[m][0]}")
-            results[s][m] = unlearn_in_process(m, s, cfg.unlearn_lr)
-            bar.update()
+        for m in ctx.methods:
+            ctx.bar.set_postfix_str(f"{s} {METHODS[m][0]}")
+            results[s][m] = unlearn_and_evaluate(ctx, m, s, ctx.cfg.unlearn_lr)
+            ctx.bar.update()
 
-    # 5. learning-rate sensitivity on one split --------------------------------------------------------
+
+def run_lr_sweep(ctx: Context, results: dict) -> dict:
+    """Stage 5: every method again at the other learning rates on the sweep split; ``{lr: {method:
+    scores}}``, the main lr's from ``results``, sorted by lr."""
+    split = ctx.cfg.sweep_split
     sweep: dict[str, dict] = {}
-    for lr in sweep_lrs:
+    for lr in ctx.sweep_lrs:
         sweep[f"{lr:g}"] = {}
-        for m in methods:
-            bar.set_postfix_str(f"lr sweep {sweep_split} lr={lr:g} {METHODS[m][0]}")
-            sweep[f"{lr:g}"][m] = unlearn_in_process(m, sweep_split, lr)
-            bar.update()
-    sweep[f"{cfg.unlearn_lr:g}"] = {m: results[sweep_split][m] for m in methods}
-    sweep = dict(sorted(sweep.items(), key=lambda kv: float(kv[0])))
-    bar.close()
+        for m in ctx.methods:
+            ctx.bar.set_postfix_str(f"lr sweep {split} lr={lr:g} {METHODS[m][0]}")
+            sweep[f"{lr:g}"][m] = unlearn_and_evaluate(ctx, m, split, lr)
+            ctx.bar.update()
+    sweep[f"{ctx.cfg.unlearn_lr:g}"] = {m: results[split][m] for m in ctx.methods}
+    return dict(sorted(sweep.items(), key=lambda kv: float(kv[0])))
 
+
+def build_report(ctx: Context, args, models_info, results, sweep, timing) -> dict:
+    cfg, data = ctx.cfg, ctx.data
     report = {
         "benchmark": "miniature TOFU (benchmarks/tofu.py)",
         "command": " ".join(["python benchmarks/tofu.py", *sys.argv[1:]]),
         "quick": bool(args.quick),
-        "seed": seed,
-        "splits": splits,
-        "methods": methods,
+        "seed": ctx.seed,
+        "splits": ctx.splits,
+        "methods": ctx.methods,
         "config": {**asdict(cfg), "unlearn_lr": cfg.unlearn_lr},
         "data": {
-            "path": str(data_path),
+            "path": str(ctx.data_path),
             "files": data.fingerprint(),
             "holdout_authors": data.holdout_authors,
             "holdout_rows": len(data.holdout),
             "retain_rows": len(data.retain),
             "eval_rows": {
-                **{f"forget ({s})": len(data.eval_forget[s]) for s in splits},
+                **{f"forget ({s})": len(data.eval_forget[s]) for s in ctx.splits},
                 **{k: len(v) for k, v in data.utility.items()},
                 "holdout": len(data.eval_holdout),
             },
@@ -851,12 +807,32 @@ def run(args) -> dict:
         },
         "models": models_info,
         "results": results,
-        "lr_sweep": {"split": sweep_split, "results": sweep},
-        "cost": cost_table(timing, methods, cfg, timing_split),
+        "lr_sweep": {"split": cfg.sweep_split, "results": sweep},
+        "cost": cost_table(timing, ctx.methods, cfg, cfg.timing_split),
         "versions": versions(),
-        "stage_seconds": stages,
+        "stage_seconds": ctx.stages.seconds,
     }
     report["targets"] = check_targets(report)
+    return report
+
+
+def run(args) -> dict:
+    """The whole benchmark, stage by stage: reference models, their evaluation, the timed split, the other
+    splits, the learning-rate sweep, then the report."""
+    quiet_transformers()
+    t_start = time.perf_counter()
+    ctx = plan(args)
+    load_data(ctx)
+    ctx.bar = progress_bar(ctx)
+    target, retain_models, models_info = train_reference_models(ctx)
+    results = evaluate_references(ctx, target, retain_models)
+    del retain_models
+    timing, timed = run_timing_split(ctx)
+    results[ctx.cfg.timing_split].update(timed)
+    run_other_splits(ctx, results)
+    sweep = run_lr_sweep(ctx, results)
+    ctx.bar.close()
+    report = build_report(ctx, args, models_info, results, sweep, timing)
     report["wall_seconds"] = time.perf_counter() - t_start
     return report
 
@@ -996,18 +972,6 @@ def check_targets(report: dict) -> dict:
 # ---------------------------------------------------------------------------------------------------
 
 
-def ratio(a: float, b: float) -> float:
-    return a / b if b else float("nan")
-
-
-def fmt(x, digits=3) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    if isinstance(x, float) and (abs(x) < 1e-3 and x != 0):
-        return f"{x:.2e}"
-    return f"{x:.{digits}f}"
-
-
 def markdown(report: dict) -> str:
     cfg = report["config"]
     v = report["versions"]
@@ -1055,9 +1019,16 @@ def markdown(report: dict) -> str:
         lines += [
             f"## {s} ({report['data']['eval_rows'][f'forget ({s})']} forget rows)",
             "",
-            "| method | forget quality ↑ | model utility ↑ | utility / target | forget prob ↓ | forget ROUGE-L ↓ "
-            "| MIA AUC | steps |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            *table_header(
+                "method",
+                "forget quality ↑",
+                "model utility ↑",
+                "utility / target",
+                "forget prob ↓",
+                "forget ROUGE-L ↓",
+                "MIA AUC",
+                "steps",
+            ),
         ]
         order = ["target", "retain_model", *[m for m in report["methods"] if m in res]]
         for m in order:
@@ -1083,8 +1054,7 @@ def markdown(report: dict) -> str:
             "Every method again at other learning rates, everything else unchanged. Cell: forget quality / "
             "model utility ÷ target's / forget probability. The main tables use the bold column (the rule above).",
             "",
-            "| method | " + " | ".join(f"**lr {lr}**" if lr == main_lr else f"lr {lr}" for lr in lrs) + " |",
-            "| --- |" + " --- |" * len(lrs),
+            *table_header("method", *(f"**lr {lr}**" if lr == main_lr else f"lr {lr}" for lr in lrs)),
         ]
         for m in report["methods"]:
             cells = []
@@ -1096,7 +1066,7 @@ def markdown(report: dict) -> str:
                     else f"{fmt(r['forget_quality'])} / {fmt(ratio(r['model_utility'], mu_t), 2)} / "
                     f"{fmt(r['forget_probability'])}{' (diverged)' if r.get('diverged') else ''}"
                 )
-            lines.append(f"| {METHODS[m][0]} | " + " | ".join(cells) + " |")
+            lines.append(table_row(METHODS[m][0], *cells))
         lines.append("")
     c = report["cost"]
     ref_label = METHODS[REFERENCE][0]
@@ -1112,8 +1082,16 @@ def markdown(report: dict) -> str:
         "than training for a model this small, so it is the same for every method. The machine is shared, so "
         "timings are noisy.",
         "",
-        f"| method | step (s) | × {ref_label} | peak RSS (MB) | × {ref_label} | added RSS (MB) | × {ref_label} | timed steps |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        *table_header(
+            "method",
+            "step (s)",
+            f"× {ref_label}",
+            "peak RSS (MB)",
+            f"× {ref_label}",
+            "added RSS (MB)",
+            f"× {ref_label}",
+            "timed steps",
+        ),
     ]
     for m, row in c["methods"].items():
         lines.append(
@@ -1172,10 +1150,9 @@ def markdown(report: dict) -> str:
         "",
         "## Stage times",
         "",
-        "| stage | seconds |",
-        "| --- | --- |",
-        *[f"| {k} | {s:.0f} |" for k, s in report["stage_seconds"].items()],
-        f"| total wall time | {report['wall_seconds']:.0f} |",
+        *table_header("stage", "seconds"),
+        *[table_row(k, f"{s:.0f}") for k, s in report["stage_seconds"].items()],
+        table_row("total wall time", f"{report['wall_seconds']:.0f}"),
         "",
     ]
     return "\n".join(lines)
@@ -1325,12 +1302,7 @@ def main(argv=None) -> int:
         args.output_dir = str(DEFAULT_CACHE / "quick" if args.quick else DEFAULT_OUTPUT)
     report = run(args)
     report["name"] = args.name
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files = [out / f"{args.name}.{ext}" for ext in ("json", "md", "png")]
-    files[0].write_text(json.dumps(report, indent=2, default=float))
-    files[1].write_text(markdown(report))
-    plot(report, files[2])
+    files = write_outputs(Path(args.output_dir), args.name, report, markdown(report), plot)
     print(console_table(report))
     print(f"\nwritten {', '.join(map(str, files))} ({report['wall_seconds'] / 60:.1f} min)")
     return 0

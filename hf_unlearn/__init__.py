@@ -36,6 +36,8 @@ _EXPORTS = {
     "GUARDLogitsProcessor": "generation",
     "list_methods": "registry",
     "get_method": "registry",
+    "register_method": "registry",
+    "Paper": "papers",
     "load_tofu": "data.tofu",
     "make_demo_dataset": "data.demo",
 }

@@ -1,25 +1,36 @@
 """One entry per unlearning method: id, kind, config class, implementing class and paper.
 
 Method classes declare ``_name`` (the id used by the CLI and in card tags), ``_paper`` (a
-:class:`Paper`) and ``_tag_names``; :func:`register_method` refuses a class without them, so every
-method can write its model card and appear in ``hf-unlearn list``.
+:class:`~hf_unlearn.papers.Paper`) and ``_tag_names``, and register themselves where they are defined
+with :func:`register_method`, which refuses a class without them, so every method can write its model
+card and appear in ``hf-unlearn list``.
+
+This module imports no method (imports go one way, from the methods to the registry):
+:data:`METHODS` names where each built-in method is defined, and :func:`list_methods` imports those
+modules on first use, which registers them.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
+from .papers import Paper
 
-@dataclass(frozen=True)
-class Paper:
-    title: str
-    arxiv_id: str | None
-    bibtex: str
-    url: str | None = None
+__all__ = ["METHODS", "MethodEntry", "Paper", "get_method", "list_methods", "register_method"]
 
-    @property
-    def link(self) -> str | None:
-        return self.url or (f"https://arxiv.org/abs/{self.arxiv_id}" if self.arxiv_id else None)
+# method id -> "module:Class" of every built-in method, imported lazily by list_methods()
+METHODS: dict[str, str] = {
+    "flat": "hf_unlearn.trainers.flat:FLATTrainer",
+    "ga": "hf_unlearn.trainers.baselines:GATrainer",
+    "graddiff": "hf_unlearn.trainers.baselines:GradDiffTrainer",
+    "guard": "hf_unlearn.generation.guard:GUARD",
+    "iau": "hf_unlearn.trainers.iau:IAUTrainer",
+    "idk": "hf_unlearn.trainers.baselines:IDKTrainer",
+    "npo": "hf_unlearn.trainers.baselines:NPOTrainer",
+    "salun": "hf_unlearn.trainers.salun:SalUnTrainer",
+    "ssd": "hf_unlearn.trainers.ssd:SSDTrainer",
+}
 
 
 @dataclass(frozen=True)
@@ -42,7 +53,7 @@ def register_method(kind: str = "trainer", config_cls: type | None = None):
             if not getattr(cls, attr, None):
                 raise TypeError(f"{cls.__name__} cannot be registered: it has no {attr}")
         if not isinstance(cls._paper, Paper):
-            raise TypeError(f"{cls.__name__}._paper must be a hf_unlearn.registry.Paper")
+            raise TypeError(f"{cls.__name__}._paper must be a hf_unlearn.papers.Paper")
         if cls._name in _REGISTRY and _REGISTRY[cls._name].cls is not cls:
             raise ValueError(f"method id {cls._name!r} is already registered")
         _REGISTRY[cls._name] = MethodEntry(cls._name, kind, cls, config_cls, cls._paper)
@@ -51,15 +62,26 @@ def register_method(kind: str = "trainer", config_cls: type | None = None):
     return wrap
 
 
-def list_methods() -> list[MethodEntry]:
-    """All registered methods, sorted by id (importing the trainers registers them)."""
-    from . import generation, trainers  # noqa: F401  (import side effect: registration)
+def _load(method_id: str) -> MethodEntry:
+    """Import the module defining a built-in method (registering it) and return its entry."""
+    module, name = METHODS[method_id].split(":")
+    cls = getattr(importlib.import_module(module), name)
+    entry = _REGISTRY.get(method_id)
+    if entry is None or entry.cls is not cls:
+        raise RuntimeError(f"{METHODS[method_id]} did not register itself as {method_id!r}")
+    return entry
 
+
+def list_methods() -> list[MethodEntry]:
+    """All methods, sorted by id: the built-in ones (imported here) and any other registered class."""
+    for method_id in METHODS:
+        _load(method_id)
     return sorted(_REGISTRY.values(), key=lambda e: e.id)
 
 
 def get_method(method_id: str) -> MethodEntry:
-    entries = {e.id: e for e in list_methods()}
-    if method_id not in entries:
-        raise ValueError(f"unknown method {method_id!r}; available: {sorted(entries)}")
-    return entries[method_id]
+    if method_id in METHODS:
+        return _load(method_id)
+    if method_id not in _REGISTRY:
+        raise ValueError(f"unknown method {method_id!r}; available: {sorted(set(METHODS) | set(_REGISTRY))}")
+    return _REGISTRY[method_id]

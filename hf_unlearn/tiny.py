@@ -1,7 +1,9 @@
 """Tiny models for demos, tests and CPU benchmarks, built entirely in memory (no downloads).
 
 ``train_tokenizer`` trains a byte-level BPE tokenizer on the given texts with the ``tokenizers``
-library; ``tiny_llama`` builds a small ``LlamaForCausalLM`` from a config; ``finetune_qa`` teaches
+library; ``tiny_llama`` builds a small ``LlamaForCausalLM`` from a config; ``tiny_llava`` builds a
+small ``LlavaForConditionalGeneration`` and its processor (CLIP image processor + such a tokenizer
+with an ``<image>`` token); ``finetune_qa`` teaches
 such a model a QA dataset with a plain ``transformers.Trainer`` (how the demo and the TOFU benchmark
 make their "target" and "retain" models).
 """
@@ -74,6 +76,74 @@ def tiny_llama(
         tie_word_embeddings=True,
     )
     return LlamaForCausalLM(config)
+
+
+IMAGE_TOKEN = "<image>"
+
+
+def tiny_llava(
+    texts: Iterable[str],
+    image_size: int = 16,
+    patch_size: int = 8,
+    hidden_size: int = 32,
+    vocab_size: int = 300,
+    seed: int = 0,
+):
+    """(``LlavaForConditionalGeneration``, ``LlavaProcessor``) sized for CPU tests, built from configs.
+
+    The processor pairs a CLIP image processor (``image_size`` square crops) with a tokenizer trained on
+    ``texts`` plus the ``<image>`` token; each image becomes (image_size / patch_size)² image tokens.
+    """
+    import torch
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    tokenizer = train_tokenizer(texts, vocab_size=vocab_size)
+    tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # CLIP's class token, dropped by the "default" strategy
+        image_token=IMAGE_TOKEN,
+    )
+    torch.manual_seed(seed)
+    vision = CLIPVisionConfig(
+        hidden_size=hidden_size // 2,
+        intermediate_size=hidden_size,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=patch_size,
+    )
+    text = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+    )
+    return LlavaForConditionalGeneration(config), processor
 
 
 def finetune_qa(

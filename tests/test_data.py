@@ -3,10 +3,10 @@ from datasets import Dataset
 from utils import SHARED_TOFU, demo_world
 
 from hf_unlearn.data.demo import make_demo_dataset
+from hf_unlearn.data.paired import PairedViews
 from hf_unlearn.data.qa import IGNORE_INDEX, build_prompt, encode_prompt, encode_qa
 from hf_unlearn.data.templates import REFUSALS, sample_templates
 from hf_unlearn.data.tofu import load_tofu
-from hf_unlearn.trainers.base import PairedViews
 
 
 def test_plain_template_masks_the_prompt_and_ends_with_eos():

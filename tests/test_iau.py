@@ -329,7 +329,8 @@ def _gr_args(tmp_path, **kw):
 def test_gradient_restriction_alpha_zero_is_a_plain_trainer(tmp_path):
     ds = blobs(24)
     a, b = tiny_resnet(), tiny_resnet()
-    kw = dict(max_steps=3, learning_rate=1e-2)
+    # GradientRestrictionArgs' recipe defaults (constant lr, no clipping), given to the plain Trainer too
+    kw = dict(max_steps=3, learning_rate=1e-2, lr_scheduler_type="constant", max_grad_norm=0.0)
     GradientRestrictionTrainer(
         model=a, args=_gr_args(tmp_path / "a", gradient_restriction_alpha=0.0, **kw), train_dataset=ds
     ).train()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from datasets import Dataset
-from huggingface_hub import ModelCard
+from huggingface_hub import ModelCard, ModelCardData
 from transformers import TrainingArguments
 
 from hf_unlearn.data.demo import make_demo_dataset
@@ -17,8 +17,6 @@ from hf_unlearn.model_cards import (
     dataset_fingerprint,
     is_secret_name,
     library_versions,
-    method_card_info,
-    without_secrets,
 )
 from hf_unlearn.registry import Paper
 
@@ -159,8 +157,6 @@ def test_no_secret_reaches_the_card(demo, tmp_path):
         "author",
     ):
         assert not is_secret_name(name), name
-    clean = without_secrets(args)
-    assert clean.hub_token is None and args.hub_token == FAKE_TOKEN and clean.learning_rate == 2e-5
 
 
 def test_fingerprint_is_stable_and_sensitive(demo):
@@ -235,14 +231,8 @@ def test_local_base_model_stays_out_of_metadata(demo, tmp_path):
     assert "Retain set" not in card.content
 
 
-def test_method_card_info_reads_method_metadata():
-    class FakeTrainer:
-        _name = "fake"
-        _paper = PAPER
-        _tag_names = ["fake-tag"]
-
-    info = method_card_info(FakeTrainer)
-    assert info == {"method_id": "fake", "method_name": "Fake", "paper": PAPER, "extra_tags": ("fake-tag",)}
+def test_card_without_data_or_settings():
+    info = {"method_id": "fake", "method_name": "Fake", "paper": PAPER, "extra_tags": ("fake-tag",)}
     card = build_model_card(**info, base_model=None, config={}, forget=None, retain=None, metrics=None)
     assert card.data.tags == ["hf_unlearn", "unlearning", "fake", "fake-tag"]
     assert (
@@ -517,8 +507,9 @@ def test_guard_card_is_rendered_from_a_template():
     from types import SimpleNamespace
 
     from hf_unlearn.model_cards import guard_card
+    from hf_unlearn.model_cards.card import CARD_TEMPLATES, TEMPLATES_DIR
 
-    assert guard_card.GUARD_TEMPLATE_PATH.is_file()
+    assert (TEMPLATES_DIR / CARD_TEMPLATES["logits_processor"]).is_file()
     assert "lines = [" not in Path(guard_card.__file__).read_text()
 
     @dataclass
@@ -530,6 +521,7 @@ def test_guard_card_is_rendered_from_a_template():
         config=Cfg(token=REAL_LOOKING_TOKEN),
         model=SimpleNamespace(config=SimpleNamespace(_name_or_path="org/base-lm")),
         _tag_names=["guard"],
+        _card_kind="logits_processor",
         forget_fingerprint={"num_rows": 3, "sha256": "ab" * 32},
         _paper=PAPER,
         answers=["a", "b", "c"],
@@ -540,3 +532,26 @@ def test_guard_card_is_rendered_from_a_template():
     assert "weights are unchanged" in text and "(3 answers)" in text and "ab" * 32 in text
     assert "`base-lm`" in text and "@article{fake2024forgetting," in text
     assert REAL_LOOKING_TOKEN not in text and '"threshold": 0.5' in text
+
+
+def test_trainer_tags_the_model_for_the_hub(tmp_path):
+    from utils import demo_world
+
+    from hf_unlearn import FLATConfig, FLATTrainer
+
+    data, tok, model = demo_world()
+    FLATTrainer(
+        model=model,
+        args=FLATConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True),
+        forget_dataset=data["forget"],
+        processing_class=tok,
+    )
+    assert {"hf_unlearn", "unlearning", "flat"} <= set(model.model_tags)
+
+
+def test_each_kind_of_method_renders_its_own_template():
+    from hf_unlearn.model_cards.card import render_card
+
+    data = ModelCardData(library_name="hf_unlearn")
+    with pytest.raises(ValueError, match="no model-card template for methods of kind 'nope'"):
+        render_card("nope", data)

@@ -1,11 +1,18 @@
 import pytest
 import torch
+import torch.nn.functional as F
 from classif_utils import blobs, tiny_resnet
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from test_trainers import mean_prob
 from utils import demo_world
 
-from hf_unlearn.importance.saliency import accumulate_gradients, load_mask, saliency_mask, save_mask
+from hf_unlearn.importance.saliency import (
+    SaliencyMask,
+    accumulate_gradients,
+    load_mask,
+    saliency_mask,
+    save_mask,
+)
 from hf_unlearn.trainers.salun import MASK_FILE, SalUnConfig, SalUnTrainer, random_labels
 
 COMMON = dict(report_to=[], use_cpu=True, disable_tqdm=True, per_device_train_batch_size=4, logging_steps=1)
@@ -196,3 +203,66 @@ def test_salun_with_a_lora_adapter_masks_only_adapter_weights(tmp_path):
         else:
             assert torch.equal(p, before[n]), n  # frozen base weights
     assert any(not torch.equal(p, before[n]) for n, p in trainer.model.named_parameters())
+
+
+# ------------------------------------------------------------------------- SaliencyMask without a Trainer
+@pytest.mark.parametrize(
+    "make_optimizer",
+    [
+        lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.1),
+        lambda ps: torch.optim.AdamW(ps, lr=0.05, weight_decay=0.1),
+    ],
+    ids=["sgd-momentum-wd", "adamw"],
+)
+def test_saliency_mask_on_a_plain_module_and_optimizer(make_optimizer):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+    grads = {n: torch.randn_like(p) for n, p in net.named_parameters()}
+    mask = SaliencyMask.from_gradients(grads, 0.5)
+    assert mask.num_salient == mask.num_entries // 2
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    optimizer = make_optimizer(net.parameters())
+    mask.attach(net, optimizer)
+    for _ in range(3):  # no explicit masking call: the optimizer's pre-step hook masks the gradients
+        optimizer.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        optimizer.step()
+    for n, p in net.named_parameters():
+        assert torch.equal(p[~mask[n]], before[n][~mask[n]]), n  # bit-identical despite decay and momentum
+        assert not torch.equal(p[mask[n]], before[n][mask[n]]), n
+        for v in optimizer.state[p].values():
+            if torch.is_tensor(v) and v.shape == p.shape:
+                assert (v[~mask[n]] == 0).all(), n
+    mask.detach()  # hooks removed: weight decay moves every weight again
+    optimizer.zero_grad()
+    F.cross_entropy(net(x), y).backward()
+    optimizer.step()
+    first = next(iter(mask))
+    assert not torch.equal(net.get_parameter(first)[~mask[first]], before[first][~mask[first]])
+
+
+def test_saliency_mask_files(tmp_path):
+    net = torch.nn.Linear(3, 2)
+    mask = SaliencyMask({"weight": torch.rand(2, 3) > 0.5, "bias": torch.tensor([True, False])})
+    mask.save(tmp_path / "m.safetensors", net, mask_ratio=0.5, source="test")
+    loaded = SaliencyMask.load(tmp_path / "m.safetensors", net, mask_ratio=0.5)
+    assert all(torch.equal(loaded[n], mask[n]) for n in mask) and loaded["bias"].dtype == torch.bool
+    with pytest.raises(ValueError, match="mask_ratio=0.5, but this run has mask_ratio=0.2"):
+        SaliencyMask.load(tmp_path / "m.safetensors", net, mask_ratio=0.2)
+    with pytest.raises(ValueError, match="different architecture.*'weight' has shape"):
+        SaliencyMask.load(tmp_path / "m.safetensors", torch.nn.Linear(4, 2))
+    save_file({"weight": torch.full((2, 3), 0.3), "bias": torch.ones(2)}, str(tmp_path / "soft.safetensors"))
+    with pytest.raises(ValueError, match="other than 0/1"):
+        SaliencyMask.load(tmp_path / "soft.safetensors", net)
+    save_file({"weight": torch.ones(2, 3), "bias": torch.zeros(2)}, str(tmp_path / "float.safetensors"))
+    assert (
+        SaliencyMask.load(tmp_path / "float.safetensors", net).num_salient == 6
+    )  # 0/1 floats (reference .pt)
+    (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="saliency mask .*bad.safetensors is not a valid safetensors file"):
+        SaliencyMask.load(tmp_path / "bad.safetensors", net)
+    with pytest.raises(FileNotFoundError, match="no saliency mask"):
+        SaliencyMask.load(tmp_path / "missing.safetensors", net)
+    with pytest.raises(ValueError, match="does not fit Linear"):
+        SaliencyMask({"weight": torch.ones(2, 3, dtype=torch.bool)}).attach(net)

@@ -16,7 +16,6 @@ from hf_unlearn.importance.fisher import (
     accumulate_importance,
     dampen_,
     dampening_factors,
-    fisher_importance,
     load_importance,
     save_importance,
 )
@@ -37,6 +36,12 @@ class TwoWeights(torch.nn.Module):
         pred = self.w1 * x[:, 0] + self.w2 * x[:, 1]
         loss = None if labels is None else ((pred - labels) ** 2).mean()
         return SimpleNamespace(loss=loss, logits=pred[:, None])
+
+
+def mean_importance(model, batches, definition: str = "batch") -> dict:
+    """I[i] = (1/T) Σ_t g_t[i]², T = number of batches or samples: what ``SSDTrainer.importance`` computes."""
+    sums, count = accumulate_importance(model, batches, definition)
+    return {n: s / count for n, s in sums.items()}
 
 
 def _state(model):
@@ -62,8 +67,8 @@ def test_two_parameter_model_hand_computed_importance_and_edit():
     # batch A: x=(1,0), y=0 → residual 1 → grad (2, 0); batch B: x=(0,2), y=1 → residual 1 → grad (0, 4)
     forget = [{"x": torch.tensor([[1.0, 0.0]]), "labels": torch.tensor([0.0])}]
     full = forget + [{"x": torch.tensor([[0.0, 2.0]]), "labels": torch.tensor([1.0])}]
-    i_f = fisher_importance(model, forget)  # one batch: (4, 0)
-    i_d = fisher_importance(model, full)  # ((4 + 0)/2, (0 + 16)/2) = (2, 8)
+    i_f = mean_importance(model, forget)  # one batch: (4, 0)
+    i_d = mean_importance(model, full)  # ((4 + 0)/2, (0 + 16)/2) = (2, 8)
     assert i_f["w1"].item() == pytest.approx(4.0) and i_f["w2"].item() == 0.0
     assert i_d["w1"].item() == pytest.approx(2.0) and i_d["w2"].item() == pytest.approx(8.0)
     counts = dampen_(model, i_d, i_f, alpha=1.5, lam=1.0)  # w1: 4 > 3 → β = 2/4; w2: 0 > 12 no
@@ -81,15 +86,15 @@ def test_per_sample_importance_does_not_depend_on_batch_size():
     def batches(b):
         return [{k: torch.stack([r[k] for r in rows[i : i + b]]) for k in rows[0]} for i in range(0, 12, b)]
 
-    one = fisher_importance(model, batches(1), "per_sample")
-    four = fisher_importance(model, batches(4), "per_sample")
+    one = mean_importance(model, batches(1), "per_sample")
+    four = mean_importance(model, batches(4), "per_sample")
     assert all(torch.allclose(one[n], four[n], rtol=1e-4, atol=1e-10) for n in one)
     loop = accumulate_importance(model, batches(4), "per_sample", vectorize=False)  # one backward per row
     assert loop[1] == 12 and all(torch.allclose(loop[0][n] / 12, one[n], rtol=1e-4, atol=1e-10) for n in one)
     lf_vmap, _ = accumulate_importance(model, batches(4), "per_sample", label_free=True)
     lf_loop, _ = accumulate_importance(model, batches(4), "per_sample", label_free=True, vectorize=False)
     assert all(torch.allclose(lf_vmap[n], lf_loop[n], rtol=1e-4, atol=1e-10) for n in lf_loop)
-    ref = fisher_importance(model, batches(4), "batch")  # squared batch means: smaller for noisy directions
+    ref = mean_importance(model, batches(4), "batch")  # squared batch means: smaller for noisy directions
     assert sum(v.sum() for v in ref.values()) < sum(v.sum() for v in one.values())
 
 

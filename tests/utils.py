@@ -42,23 +42,36 @@ def demo_world():
     return data, tok, copy.deepcopy(model)
 
 
-def run_torchrun(script, *args, nproc: int = 2) -> subprocess.CompletedProcess:
-    """``torchrun --nproc_per_node nproc script args`` (gloo on CPU) on a free port; asserts success."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    with socket.socket() as sock:  # a free port, so parallel runs of the suite do not collide
+def _free_port() -> str:
+    """A free local port, so parallel runs of the suite do not collide."""
+    with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = str(sock.getsockname()[1])
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        str(nproc),
-        "--master_port",
-        port,
-    ]
-    proc = subprocess.run(
-        [*cmd, str(script), *map(str, args)], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+        return str(sock.getsockname()[1])
+
+
+def _launch(cmd: list[str], timeout: int, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **(env or {})}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:  # the first traceback names the failing rank's error; the tail, the launcher's
+        err = proc.stderr
+        first = err.find("Traceback")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed:\n{err[first : first + 4000] if first >= 0 else ''}\n…\n{err[-2000:]}"
+        )
     return proc
+
+
+def run_torchrun(script, *args, nproc: int = 2, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node nproc script args`` (gloo on CPU) on a free port; asserts success."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
+    return _launch([*cmd, "--master_port", _free_port(), str(script), *map(str, args)], timeout)
+
+
+def run_accelerate(
+    config, script, *args, nproc: int = 2, timeout: int = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """``accelerate launch --config_file config --num_processes nproc script args`` on a free port (the
+    script chooses CPU/gloo itself), with ``env`` added to the environment; asserts success."""
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
+    cmd += ["--num_processes", str(nproc), "--main_process_port", _free_port()]
+    return _launch([*cmd, str(script), *map(str, args)], timeout, env)

@@ -30,9 +30,15 @@ def build_prompt(tokenizer, question: str) -> str:
 
 def encode_prompt(tokenizer, question: str) -> list[int]:
     """Token ids of the prompt alone (what `generate()` is given)."""
+    return encode_prompts(tokenizer, [question])[0]
+
+
+def encode_prompts(tokenizer, questions: Sequence[str]) -> list[list[int]]:
+    """:func:`encode_prompt` of each question, in one batched tokenizer call."""
     chat = bool(getattr(tokenizer, "chat_template", None))
     # A chat template already writes the BOS token; the plain template relies on the tokenizer's.
-    return tokenizer(build_prompt(tokenizer, question), add_special_tokens=not chat)["input_ids"]
+    prompts = [build_prompt(tokenizer, q) for q in questions]
+    return tokenizer(prompts, add_special_tokens=not chat)["input_ids"]
 
 
 def encode_qa(tokenizer, question: str, answer: str, max_length: int) -> dict[str, list[int]]:
@@ -42,21 +48,36 @@ def encode_qa(tokenizer, question: str, answer: str, max_length: int) -> dict[st
     sequence is cut at ``max_length`` from the right. Raises ``ValueError`` when no answer token
     survives the cut, because such a row would contribute nothing (or NaN) to any answer loss.
     """
-    prompt_ids = encode_prompt(tokenizer, question)
+    return encode_qa_pairs(tokenizer, [question], [answer], max_length)[0]
+
+
+def encode_qa_pairs(
+    tokenizer, questions: Sequence[str], answers: Sequence[str], max_length: int
+) -> list[dict[str, list[int]]]:
+    """:func:`encode_qa` of each pair, with two batched tokenizer calls (prompts, answers) in all.
+
+    A ``ValueError`` of row i is raised with its message and ``err.row = i``.
+    """
     chat = bool(getattr(tokenizer, "chat_template", None))
-    answer_text = answer if chat else " " + answer
-    answer_ids = tokenizer(answer_text, add_special_tokens=False)["input_ids"]
-    if tokenizer.eos_token_id is not None:
-        answer_ids = answer_ids + [tokenizer.eos_token_id]
-    input_ids = (prompt_ids + answer_ids)[:max_length]
-    n_answer = len(input_ids) - len(prompt_ids)
-    if n_answer <= 0 or not answer.strip():
-        raise ValueError(
-            f"the answer is truncated away entirely: the prompt has {len(prompt_ids)} tokens and "
-            f"max_length={max_length}; raise max_length or shorten the question {question[:60]!r}"
-        )
-    labels = [IGNORE_INDEX] * len(prompt_ids) + input_ids[len(prompt_ids) :]
-    return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}
+    prompts = encode_prompts(tokenizer, questions)
+    answer_ids = tokenizer([a if chat else " " + a for a in answers], add_special_tokens=False)["input_ids"]
+    eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+    rows = []
+    for i, (question, answer, prompt_ids, ids) in enumerate(
+        zip(questions, answers, prompts, answer_ids, strict=True)
+    ):
+        input_ids = (prompt_ids + ids + eos)[:max_length]
+        n_answer = len(input_ids) - len(prompt_ids)
+        if n_answer <= 0 or not answer.strip():
+            err = ValueError(
+                f"the answer is truncated away entirely: the prompt has {len(prompt_ids)} tokens and "
+                f"max_length={max_length}; raise max_length or shorten the question {question[:60]!r}"
+            )
+            err.row = i
+            raise err
+        labels = [IGNORE_INDEX] * len(prompt_ids) + input_ids[len(prompt_ids) :]
+        rows.append({"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels})
+    return rows
 
 
 def check_qa_columns(dataset, name: str, question_column: str = "question", answer_column: str = "answer"):
@@ -77,11 +98,17 @@ def check_qa_columns(dataset, name: str, question_column: str = "question", answ
             f"{name} is missing column(s) {missing}; it has {dataset.column_names}. Rename them or set "
             "question_column / answer_column."
         )
-    for i, row in enumerate(dataset):
-        for col in (question_column, answer_column):
-            value = row[col]
+    columns = (question_column, answer_column)
+    values = read_columns(dataset, columns)
+    for i, row in enumerate(zip(*(values[c] for c in columns), strict=True)):
+        for col, value in zip(columns, row, strict=True):
             if not isinstance(value, str) or not value.strip():
                 raise ValueError(f"{name} row {i}: '{col}' must be a non-empty string, got {value!r}")
+
+
+def read_columns(dataset: Dataset, columns: Sequence[str]) -> dict[str, list]:
+    """``{column: values}`` of ``dataset`` in one read (iterating a ``Column`` reads row by row)."""
+    return dict(dataset.select_columns(list(dict.fromkeys(columns)))[:])
 
 
 def tokenize_qa_dataset(
@@ -104,14 +131,20 @@ def tokenize_qa_dataset(
             dataset = dataset.map(lambda r: {"labels": list(r["input_ids"])})
         keep = [c for c in ("input_ids", "attention_mask", "labels") if c in dataset.column_names]
         return dataset.select_columns(keep)
-    rows = []
-    for i, row in enumerate(dataset):
-        answer = answers[i] if answers is not None else row[answer_column]
-        try:
-            rows.append(encode_qa(tokenizer, row[question_column], answer, max_length))
-        except ValueError as err:
-            raise ValueError(f"{name} row {i}: {err}") from None
-    return Dataset.from_list(rows)
+    columns = read_columns(
+        dataset, [question_column] if answers is not None else [question_column, answer_column]
+    )
+    questions = columns[question_column]
+    answers = list(answers) if answers is not None else columns[answer_column]
+    if len(answers) != len(questions):
+        raise ValueError(f"{name}: {len(answers)} answers given for {len(questions)} rows")
+    try:
+        rows = encode_qa_pairs(tokenizer, questions, answers, max_length)
+    except ValueError as err:
+        if not hasattr(err, "row"):
+            raise
+        raise ValueError(f"{name} row {err.row}: {err}") from None
+    return Dataset.from_dict({k: [r[k] for r in rows] for k in ("input_ids", "attention_mask", "labels")})
 
 
 @dataclass

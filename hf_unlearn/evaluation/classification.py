@@ -34,30 +34,6 @@ from tqdm.auto import tqdm
 
 from ..data.classification import ClassificationCollator, prepare_classification_dataset
 
-SALUN_BIBTEX = """\
-@inproceedings{fan2024salun,
-  title={SalUn: Empowering Machine Unlearning via Gradient-based Weight Saliency in Both Image Classification and Generation},
-  author={Fan, Chongyu and Liu, Jiancheng and Zhang, Yihua and Wong, Eric and Wei, Dennis and Liu, Sijia},
-  booktitle={International Conference on Learning Representations},
-  year={2024}
-}
-"""
-
-SSD_BIBTEX = """\
-@inproceedings{foster2024fast,
-  title={Fast Machine Unlearning Without Retraining Through Selective Synaptic Dampening},
-  author={Foster, Jack and Schoepf, Stefan and Brintrup, Alexandra},
-  booktitle={Proceedings of the AAAI Conference on Artificial Intelligence},
-  year={2024}
-}
-@inproceedings{chundawat2023can,
-  title={Can Bad Teaching Induce Forgetting? Unlearning in Deep Networks Using an Incompetent Teacher},
-  author={Chundawat, Vikram S. and Tarun, Ayush K. and Mandal, Murari and Kankanhalli, Mohan},
-  booktitle={Proceedings of the AAAI Conference on Artificial Intelligence},
-  year={2023}
-}
-"""
-
 SPLITS = ("forget", "retain", "test")
 AVG_GAP_KEYS = ("UA", "MIA", "RA", "TA")
 # membership groups of the ``evaluate`` modules' ``references``

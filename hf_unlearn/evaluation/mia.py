@@ -34,15 +34,6 @@ from sklearn.metrics import roc_auc_score
 
 from .tofu import answer_logprobs, check_split
 
-MIN_K_BIBTEX = """\
-@article{shi2023detecting,
-  title={Detecting Pretraining Data from Large Language Models},
-  author={Shi, Weijia and Ajith, Anirudh and Xia, Mengzhou and Huang, Yangsibo and Liu, Daogao and Blevins, Terra and Chen, Danqi and Zettlemoyer, Luke},
-  journal={arXiv preprint arXiv:2310.16789},
-  year={2023}
-}
-"""
-
 
 @dataclass(frozen=True)
 class MinKConvention:

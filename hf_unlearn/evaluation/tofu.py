@@ -47,14 +47,6 @@ from tqdm.auto import tqdm
 from ..data.qa import QACollator, check_qa_columns, encode_prompt, tokenize_qa_dataset
 from ..losses.common import answer_token_logprobs
 
-TOFU_BIBTEX = """\
-@article{maini2024tofu,
-  title={TOFU: A Task of Fictitious Unlearning for LLMs},
-  author={Maini, Pratyush and Feng, Zhili and Schwarzschild, Avi and Lipton, Zachary C. and Kolter, J. Zico},
-  journal={arXiv preprint arXiv:2401.06121},
-  year={2024}
-}
-"""
 # the one per-token routine shared with the losses (position t predicts token t+1, -100 not scored)
 token_logprobs = answer_token_logprobs
 

@@ -19,20 +19,20 @@ is the top-m of w (:func:`top_m`): the points a model fits best *without* traini
 redundant samples), on which even exact retraining shows ~0 "unlearning accuracy". The continuous w
 is a per-sample unlearning-difficulty score. Equation labels in parentheses are used in the docstrings
 below; the formulation follows the paper's Sec. 3-4 and the released data-wise code
-(``main_selmu.py``, ``unlearn/impl.py``, ``utils.py``) as summarised in worstcase.md (a).
+of OPTML-Group/Unlearn-WorstCase (``data-wise/main_selmu.py``, ``unlearn/impl.py``, ``utils.py``).
 
 :func:`worst_case_forget_set` runs the search for any model whose forward returns ``.logits``, on
 classification rows (``pixel_values``/``input_ids`` + scalar ``labels``) or tokenized causal-LM rows
 (``input_ids``/``attention_mask``/token ``labels``); the per-sample loss is
 :func:`hf_unlearn.losses.common.per_sample_loss`. Compare any trainer here on the worst-case set and on
 a random set of the same size (:func:`random_forget_set`), with the hyper-parameters tuned on the random
-set (worstcase.md pitfall 11).
+set, as the paper's evaluation protocol does.
 
 Deviations from the released code (OPTML-Group/Unlearn-WorstCase, data-wise): the upper-level losses
 are computed in ``eval()`` mode under ``torch.no_grad()`` (the released code stays in ``train()`` mode,
-with training augmentation and BatchNorm batch statistics — worstcase.md pitfall 5); the projection is
+with training augmentation and BatchNorm batch statistics, ``data-wise/main_selmu.py``); the projection is
 solved to ~1e-12 in float64 instead of 1e-5; w is binarised only at the end (the released code's
-``feq_to_bi`` is capped to the number of upper iterations, i.e. the same thing — pitfall 6).
+``feq_to_bi`` is capped to the number of upper iterations, i.e. the same thing).
 """
 
 from __future__ import annotations
@@ -51,16 +51,6 @@ from tqdm.auto import tqdm
 from ..data.classification import MODEL_INPUTS, ClassificationCollator
 from ..data.qa import QACollator
 from ..losses.common import per_sample_loss
-
-WORST_CASE_BIBTEX = """\
-@inproceedings{fan2024challenging,
-  title={Challenging Forgets: Unveiling the Worst-Case Forget Sets in Machine Unlearning},
-  author={Fan, Chongyu and Liu, Jiancheng and Hero, Alfred and Liu, Sijia},
-  booktitle={European Conference on Computer Vision (ECCV)},
-  year={2024}
-}
-"""
-
 
 # --------------------------------------------------------------------------------------------------
 # Projection and binarisation
@@ -152,8 +142,8 @@ class WorstCaseConfig:
 
     Defaults follow the data-wise reference code where it agrees with the paper (10 upper iterations,
     w_lr 1e-2), the README/paper for theta_lr (1e-3) and the paper for gamma (1e-4); the lower level
-    defaults to 2 epochs (README example; the paper uses 10). worstcase.md pitfall 4: per-sample losses
-    of well-fit points are ~1e-3, so scale ``w_lr`` to the loss scale for w to move.
+    defaults to 2 epochs (README example; the paper uses 10). The upper step is w_lr × per-sample loss, and
+    the losses of well-fit points are ~1e-3, so scale ``w_lr`` to the loss scale for w to move.
     """
 
     budget: float = field(
@@ -321,7 +311,7 @@ def _solve_lower_level(
 @torch.no_grad()
 def _all_losses(model, dataset: Dataset, batch_size: int, collate_fn: Callable, device) -> torch.Tensor:
     """ℓ(θ; z_i) of every point, (N,) float64, in eval mode (a deliberate deviation: the reference code
-    stays in train mode here — worstcase.md pitfall 5)."""
+    stays in train mode here, ``data-wise/main_selmu.py``)."""
     model.eval()
     out = []
     for start in range(0, len(dataset), batch_size):

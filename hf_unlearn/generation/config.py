@@ -14,7 +14,8 @@ WORD_ENCODERS = ("sentence", "static")
 
 @dataclass
 class GUARDConfig:
-    """GUARD's settings (``HfArgumentParser``-friendly). Symbols follow guard.md."""
+    """GUARD's settings (``HfArgumentParser``-friendly): τ the classifier threshold (Sec. 3.1), δ and λ
+    the semantic threshold and penalty weight of constrained decoding (the paper's step 3)."""
 
     feature_source: str = field(
         default="hidden_states",

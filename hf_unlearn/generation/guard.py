@@ -18,7 +18,7 @@ No weight changes. At decoding time:
    ``semantic_weight``·s (λ). Greedy, sampling and beam search all call it.
 
 The paper's exact penalty formulas were not available; the reference points are a third-party
-re-implementation (beam 7, δ = 0.5, trie + SBERT) and the reviews (see shared/methods/guard.md). This
+re-implementation (beam 7, δ = 0.5, trie + SBERT) and the public ICLR 2026 reviews of the paper. This
 implementation blocks only *complete* phrase matches (the third-party trie blocked every prefix).
 
 Where things are: :mod:`.phrases` (phrase extraction, token trie), :mod:`.embedders` (sentence
@@ -46,7 +46,8 @@ from safetensors.torch import save_file
 from transformers import LogitsProcessorList
 
 from ..data.qa import PLAIN_PROMPT_TEMPLATE, encode_prompt
-from ..registry import Paper, register_method
+from ..papers import GUARD_PAPER
+from ..registry import register_method
 from .checks import check_causal_lm, load_safetensors
 from .classifier import PromptClassifier, masked_mean, mean_pooled_hidden_states
 from .config import GUARDConfig
@@ -54,16 +55,6 @@ from .embedders import SentenceEmbedder, StaticWordEmbedder, load_sentence_model
 from .phrases import TokenTrie, extract_phrases, phrase_token_sequences
 from .processor import GUARDLogitsProcessor, RowConstraint
 
-GUARD_PAPER = Paper(
-    title="GUARD: Generation-time LLM Unlearning via Adaptive Restriction and Detection",
-    arxiv_id="2505.13312",
-    bibtex="""@article{deng2025guard,
-  title   = {{GUARD}: Generation-time {LLM} Unlearning via Adaptive Restriction and Detection},
-  author  = {Deng, Zhijie and Liu, Chris Yuhao and Pang, Zirui and He, Xinlei and Feng, Lei and Xuan, Qi and Zhu, Zhaowei and Wei, Jiaheng},
-  journal = {arXiv preprint arXiv:2505.13312},
-  year    = {2025}
-}""",
-)
 CONFIG_FILE = "guard_config.json"
 INDEX_FILE = "forget_index.json"
 EMBEDDINGS_FILE = "answer_embeddings.safetensors"
@@ -97,6 +88,7 @@ class GUARD:
     _name = "guard"
     _paper = GUARD_PAPER
     _tag_names = ["guard", "generation-time-unlearning"]
+    _card_kind = "logits_processor"  # the model-card template (hf_unlearn.model_cards.CARD_TEMPLATES)
 
     def __init__(
         self,

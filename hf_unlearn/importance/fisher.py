@@ -84,19 +84,25 @@ def accumulate_importance(
     """Sums of squared gradients (|gradients| if ``label_free``) and how many terms were summed.
 
     - ``"batch"`` (reference code): one term per mini-batch, the square of the batch-mean gradient; its
-      scale depends on the batch size (ssd.md pitfall 2).
+      scale depends on the batch size (``src/ssd.py::ParameterPerturber.calc_importance``; α was tuned
+      with batch 64 or 128).
     - ``"per_sample"``: one term per sample, the square of that sample's gradient (the empirical Fisher
       E[(∂ℓ/∂θ)²]); independent of the batch size. Computed with ``torch.func.vmap`` when the model
       allows it (``vectorize``; memory B × parameters), else with one backward pass per sample.
 
     The model is put in eval mode (BatchNorm running statistics, no dropout) and restored afterwards;
-    sums are fp32. Returning (sums, count) lets distributed callers reduce both before dividing.
+    sums are fp32. Returning (sums, count) lets distributed callers reduce both before dividing. For
+    parameters sharded by FSDP2 (``DTensor``) the sums are this process's shards (callers gather them).
     """
     if definition not in DEFINITIONS:
         raise ValueError(f"importance definition must be one of {DEFINITIONS}, got {definition!r}")
     params = trainable_parameters(model)
-    sums = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+    sums = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}  # sharded like p (FSDP2)
     count, was_training = 0, model.training
+    from torch.distributed.tensor import DTensor
+
+    if any(isinstance(p, DTensor) for p in params.values()):
+        vectorize = False  # FSDP2-sharded parameters: torch.func cannot call through FSDP's hooks
     model.eval()
 
     def add(name, g):
@@ -130,14 +136,6 @@ def accumulate_importance(
         model.zero_grad(set_to_none=True)
         model.train(was_training)
     return sums, count
-
-
-def fisher_importance(model, batches, definition: str = "batch", label_free: bool = False) -> dict:
-    """I[i] = (1/T) Σ_t g_t[i]², T = number of batches (``"batch"``) or samples (``"per_sample"``)."""
-    sums, count = accumulate_importance(model, batches, definition, label_free)
-    if count == 0:
-        raise ValueError("no batches: the importance of an empty dataset is undefined")
-    return {n: s / count for n, s in sums.items()}
 
 
 def dampening_factors(

@@ -7,12 +7,13 @@ FLAT maximises the variational lower bound D_f(template ‖ forget) ≥ E[g*(P_e
 
 where P is the mean answer-token probability, y_e the template (refusal) answer and y_f the answer to
 forget. Each divergence is the pair (g*, f*∘g*); signs follow f-GAN (Nowozin et al., 2016, Table 6).
-The reference code's Reverse-KL, Squared-Hellinger and Neyman entries have the wrong sign (flat.md
-pitfall 2) and are deliberately not offered.
+The reference code's Reverse-KL, Squared-Hellinger and Neyman entries (UCSC-REAL/FLAT,
+``dataloader.py::get_contrastive_loss``) use exp(+v) where f-GAN uses exp(−v), so minimising them lowers the
+template probability; they are deliberately not offered (the paper evaluates KL, JS, Pearson and TV).
 
 P is the paper's per-sample mean over answer tokens (:func:`hf_unlearn.losses.sequence_mean_prob`);
-:func:`padded_mean_prob` is the reference code's batch scalar over a fixed padded length (flat.md
-pitfall 1), for parity runs.
+:func:`padded_mean_prob` is the reference code's batch scalar (``dataloader.py``, loss type ``"cl"``:
+``.mean()`` over all B×(L−1) padded positions, ignored ones counting 0), for parity runs.
 """
 
 from __future__ import annotations

@@ -12,11 +12,9 @@ from .card import (
     is_secret_name,
     library_versions,
     looks_like_hub_id,
-    method_card_info,
     metric_split,
     redact,
     to_jsonable,
-    without_secrets,
 )
 
 __all__ = [
@@ -31,9 +29,7 @@ __all__ = [
     "is_secret_name",
     "library_versions",
     "looks_like_hub_id",
-    "method_card_info",
     "metric_split",
     "redact",
     "to_jsonable",
-    "without_secrets",
 ]

@@ -46,9 +46,28 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from ..registry import Paper
+from ..papers import Paper
 
-TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "unlearn_card.md"
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+# One card path: each kind of method (the class's ``_card_kind``) has its Jinja template.
+CARD_TEMPLATES = {"trainer": "unlearn_card.md", "logits_processor": "guard_card.md"}
+TEMPLATE_PATH = TEMPLATES_DIR / CARD_TEMPLATES["trainer"]
+
+
+def render_card(kind: str, card_data: ModelCardData, **context) -> ModelCard:
+    """Render the card of a method of ``kind`` (``"trainer"``, ``"logits_processor"``, ...) from its
+    template; nothing token-shaped survives into the text (last line of defence)."""
+    if kind not in CARD_TEMPLATES:
+        raise ValueError(
+            f"no model-card template for methods of kind {kind!r}; known: {sorted(CARD_TEMPLATES)}"
+        )
+    card = ModelCard.from_template(
+        card_data, template_path=str(TEMPLATES_DIR / CARD_TEMPLATES[kind]), **context
+    )
+    if _HF_TOKEN_RE.search(card.content):
+        card = ModelCard(redact(card.content))
+    return card
+
 
 #: Version tag of the canonical serialisation used by :func:`dataset_fingerprint`.
 FINGERPRINT_FORMAT = "hf_unlearn-jsonl-sha256-v1"
@@ -277,18 +296,6 @@ def config_diff(args: Any) -> dict:
         if not _same(value, _field_default(f)):
             out[name] = to_jsonable(value)
     return out
-
-
-def without_secrets(args: Any) -> Any:
-    """A shallow copy of a dataclass config with every secret-looking field set to ``None`` (e.g. to
-    pickle ``TrainingArguments`` into ``training_args.bin`` without the ``hub_token``)."""
-    import copy
-
-    clone = copy.copy(args)
-    for f in dataclasses.fields(args):
-        if is_secret_name(f.name) and getattr(clone, f.name, None) is not None:
-            object.__setattr__(clone, f.name, None)
-    return clone
 
 
 # --------------------------------------------------------------------------- library versions
@@ -642,6 +649,7 @@ def build_model_card(
     auto_class: str = "AutoModelForCausalLM",
     repo_id: str | None = None,
     method_kind: str = "fine-tune",
+    card_kind: str = "trainer",
     base_architecture: str | None = None,
     forget_source: Mapping | None = None,
     retain_source: Mapping | None = None,
@@ -754,9 +762,9 @@ def build_model_card(
         **extra_license,
     )
     header, rows = _metric_rows(metrics_clean, dataset_of) if metrics_clean else ([], [])
-    card = ModelCard.from_template(
+    return render_card(
+        card_kind,
         card_data,
-        template_path=str(TEMPLATE_PATH),
         title=model_name,
         model_id=redact(repo_id or model_name),
         method_id=method_id,
@@ -782,19 +790,3 @@ def build_model_card(
         auto_class=auto_class,
         notes=redact(notes) if notes else None,
     )
-    # Last line of defence: nothing token-shaped survives into the saved README.md.
-    if _HF_TOKEN_RE.search(card.content):
-        card = ModelCard(redact(card.content))
-    return card
-
-
-def method_card_info(method: Any) -> dict:
-    """``method_id``, ``method_name``, ``paper`` and ``extra_tags`` of a registered method class or
-    instance, ready to pass to :func:`build_model_card`."""
-    cls = method if isinstance(method, type) else type(method)
-    return {
-        "method_id": cls._name,
-        "method_name": getattr(cls, "_display_name", None) or cls.__name__.removesuffix("Trainer"),
-        "paper": cls._paper,
-        "extra_tags": tuple(getattr(cls, "_tag_names", ()) or ()),
-    }

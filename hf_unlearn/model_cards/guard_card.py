@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from pathlib import Path, PurePath
+from pathlib import PurePath
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from .card import _HF_TOKEN_RE, library_versions, looks_like_hub_id, redact, to_jsonable
-
-GUARD_TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "guard_card.md"
+from .card import library_versions, looks_like_hub_id, redact, render_card, to_jsonable
 
 
 def build_guard_card(guard) -> ModelCard:
@@ -25,9 +23,9 @@ def build_guard_card(guard) -> ModelCard:
     )
     forget = guard.forget_fingerprint or {}
     paper = guard._paper
-    card = ModelCard.from_template(
+    return render_card(
+        guard._card_kind,
         data,
-        template_path=str(GUARD_TEMPLATE_PATH),
         paper=paper,
         model_label=redact(PurePath(base.rstrip("/\\")).name or type(guard.model).__name__),
         num_answers=len(guard.answers),
@@ -37,6 +35,3 @@ def build_guard_card(guard) -> ModelCard:
         versions=library_versions(),
         bibtex=(paper.bibtex or "").strip(),
     )
-    if _HF_TOKEN_RE.search(card.content):
-        card = ModelCard(redact(card.content))
-    return card

@@ -1,6 +1,6 @@
 """Unlearning trainers: one file per method, each holding its Config and Trainer."""
 
-from .base import NonFiniteLossError, UnlearnConfig, UnlearnTrainer
+from .base import MethodTrainer, NonFiniteLossError, UnlearnConfig
 from .baselines import (
     GAConfig,
     GATrainer,
@@ -12,6 +12,7 @@ from .baselines import (
     NPOTrainer,
 )
 from .flat import FLATConfig, FLATTrainer
+from .forget_retain import TemplateAnswerArgs, UnlearnTrainer
 from .iau import (
     GradientRestrictionArgs,
     GradientRestrictionMixin,
@@ -20,6 +21,7 @@ from .iau import (
     IAUTrainer,
     gradient_restricted_loss,
 )
+from .one_shot import OneShotTrainer
 from .salun import SalUnConfig, SalUnTrainer
 from .ssd import SSDConfig, SSDTrainer
 
@@ -37,13 +39,16 @@ __all__ = [
     "IAUTrainer",
     "IDKConfig",
     "IDKTrainer",
+    "MethodTrainer",
     "NPOConfig",
     "NPOTrainer",
     "NonFiniteLossError",
+    "OneShotTrainer",
     "SalUnConfig",
     "SalUnTrainer",
     "SSDConfig",
     "SSDTrainer",
+    "TemplateAnswerArgs",
     "UnlearnConfig",
     "UnlearnTrainer",
     "gradient_restricted_loss",

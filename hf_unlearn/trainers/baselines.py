@@ -16,29 +16,10 @@ from dataclasses import dataclass, field
 
 from ..losses.common import sequence_logprob
 from ..losses.npo import npo_loss
-from ..registry import Paper, register_method
-from .base import TemplateAnswerArgs, UnlearnConfig, UnlearnTrainer
-
-TOFU_PAPER = Paper(
-    title="TOFU: A Task of Fictitious Unlearning for LLMs",
-    arxiv_id="2401.06121",
-    bibtex="""@article{maini2024tofu,
-  title   = {{TOFU}: A Task of Fictitious Unlearning for {LLMs}},
-  author  = {Maini, Pratyush and Feng, Zhili and Schwarzschild, Avi and Lipton, Zachary C. and Kolter, J. Zico},
-  journal = {arXiv preprint arXiv:2401.06121},
-  year    = {2024}
-}""",
-)
-NPO_PAPER = Paper(
-    title="Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning",
-    arxiv_id="2404.05868",
-    bibtex="""@article{zhang2024npo,
-  title   = {Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning},
-  author  = {Zhang, Ruiqi and Lin, Licong and Bai, Yu and Mei, Song},
-  journal = {arXiv preprint arXiv:2404.05868},
-  year    = {2024}
-}""",
-)
+from ..papers import NPO_PAPER, TOFU_PAPER
+from ..registry import register_method
+from .base import UnlearnConfig
+from .forget_retain import TemplateAnswerArgs, UnlearnTrainer
 
 
 @dataclass
@@ -54,7 +35,7 @@ class GATrainer(UnlearnTrainer):
     _paper = TOFU_PAPER
     _tag_names = ["gradient-ascent"]
     config_class = GAConfig
-    supported_tasks = ("causal_lm", "classification")
+    supported_tasks = ("causal_lm", "classification", "vision_language")
     uses_retain = False
 
     def unlearning_loss(self, model, inputs):
@@ -75,7 +56,7 @@ class GradDiffTrainer(UnlearnTrainer):
     _paper = TOFU_PAPER
     _tag_names = ["gradient-difference"]
     config_class = GradDiffConfig
-    supported_tasks = ("causal_lm", "classification")
+    supported_tasks = ("causal_lm", "classification", "vision_language")
     requires_retain = True
 
     def unlearning_loss(self, model, inputs):
@@ -109,6 +90,7 @@ class NPOTrainer(UnlearnTrainer):
     _paper = NPO_PAPER
     _tag_names = ["npo"]
     config_class = NPOConfig
+    supported_tasks = ("causal_lm", "vision_language")
     needs_ref_model = True
 
     def unlearning_loss(self, model, inputs):

@@ -12,21 +12,10 @@ from dataclasses import dataclass, field
 
 from ..losses.common import sequence_mean_prob
 from ..losses.flat import canonical_divergence, flat_loss, padded_mean_prob
-from ..registry import Paper, register_method
-from .base import TemplateAnswerArgs, UnlearnConfig, UnlearnTrainer
-
-FLAT_PAPER = Paper(
-    title="LLM Unlearning via Loss Adjustment with Only Forget Data",
-    arxiv_id="2410.11143",
-    bibtex="""@inproceedings{wang2025flat,
-  title     = {{LLM} Unlearning via Loss Adjustment with Only Forget Data},
-  author    = {Wang, Yaxuan and Wei, Jiaheng and Liu, Chris Yuhao and Pang, Jinlong and Liu, Quan and
-               Shah, Ankit Parag and Bao, Yujia and Liu, Yang and Wei, Wei},
-  booktitle = {International Conference on Learning Representations (ICLR)},
-  year      = {2025},
-  url       = {https://arxiv.org/abs/2410.11143}
-}""",
-)
+from ..papers import FLAT_PAPER
+from ..registry import register_method
+from .base import UnlearnConfig
+from .forget_retain import TemplateAnswerArgs, UnlearnTrainer
 
 
 @dataclass

@@ -14,14 +14,12 @@ sums are reduced across processes before the edit, so every rank applies the sam
 from __future__ import annotations
 
 import math
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from datasets import concatenate_datasets
-from transformers.trainer_utils import TrainOutput
 
 from ..importance.fisher import (
     DEFINITIONS,
@@ -32,19 +30,11 @@ from ..importance.fisher import (
     save_importance,
     trainable_parameters,
 )
-from ..registry import Paper, register_method
-from .base import UnlearnConfig, UnlearnTrainer, check_finite_parameters, is_peft_model
+from ..papers import SSD_PAPER
+from ..registry import register_method
+from .base import UnlearnConfig, is_peft_model
+from .one_shot import OneShotTrainer
 
-SSD_PAPER = Paper(
-    title="Fast Machine Unlearning Without Retraining Through Selective Synaptic Dampening",
-    arxiv_id="2308.07707",
-    bibtex="""@inproceedings{foster2024ssd,
-  title     = {Fast Machine Unlearning Without Retraining Through Selective Synaptic Dampening},
-  author    = {Foster, Jack and Schoepf, Stefan and Brintrup, Alexandra},
-  booktitle = {Proceedings of the AAAI Conference on Artificial Intelligence},
-  year      = {2024}
-}""",
-)
 FULL_IMPORTANCE_FILE = "ssd_full_importance.safetensors"
 
 
@@ -102,7 +92,7 @@ class SSDConfig(UnlearnConfig):
 
 
 @register_method("trainer", SSDConfig)
-class SSDTrainer(UnlearnTrainer):
+class SSDTrainer(OneShotTrainer):
     """Selective Synaptic Dampening as a ``Trainer`` whose ``train()`` performs the one-shot edit.
 
     The full-data importance I_D comes from, in this order: ``full_importance`` (a dict or a path),
@@ -119,7 +109,6 @@ class SSDTrainer(UnlearnTrainer):
     _paper = SSD_PAPER
     _tag_names = ["ssd", "selective-synaptic-dampening", "retrain-free"]
     config_class = SSDConfig
-    one_shot = True
     supported_tasks = ("causal_lm", "classification")
 
     def __init__(self, *args, full_dataset=None, full_importance=None, **kwargs):
@@ -175,8 +164,32 @@ class SSDTrainer(UnlearnTrainer):
                 )
 
     def importance(self, dataset, desc: str | None = None) -> dict[str, torch.Tensor]:
-        """I over ``dataset``: this process's batches, sums and counts reduced across processes."""
+        """I over ``dataset``, whole tensors on every process, equal to the single-process importance.
+
+        - Whole parameters (one process, DDP, and FSDP/ZeRO before the model is wrapped, which is where
+          ``train()`` runs): this process's batches, sums and counts reduced across processes.
+        - Parameters already sharded by FSDP2 (``DTensor``): FSDP averages every backward's gradient over
+          the processes, so each process runs *every* batch (no data split); the shards of the sums are
+          gathered into whole tensors (``full_tensor``).
+        - Parameters partitioned by DeepSpeed ZeRO-3 (``zero.Init``) are refused: no gradient is whole here.
+        """
+        from torch.distributed.tensor import DTensor
+
         a = self.args
+        params = list(self.model.parameters())
+        if any(hasattr(p, "ds_id") for p in params):
+            raise ValueError(
+                "SSDTrainer: the model's parameters are partitioned by DeepSpeed ZeRO-3 (zero.Init, which "
+                "from_pretrained uses while a ZeRO-3 config is alive); load the model before creating the "
+                "SSDConfig (and keep `zero3_init_flag: false`) so the importances use whole gradients"
+            )
+        if any(isinstance(p, DTensor) for p in params):  # FSDP2-sharded: same batches on every process
+            loader = torch.utils.data.DataLoader(
+                dataset, batch_size=a.importance_batch_size, collate_fn=self.data_collator.view_collator()
+            )
+            batches = ({k: v.to(a.device) for k, v in b.items()} for b in loader)
+            sums, count = accumulate_importance(self.model, batches, a.importance_definition, a.label_free)
+            return {n: (s.full_tensor() if isinstance(s, DTensor) else s) / count for n, s in sums.items()}
         batches = self.rank_batches(dataset, a.importance_batch_size, desc)
         sums, count = accumulate_importance(self.model, batches, a.importance_definition, a.label_free)
         count = self.accelerator.reduce(torch.tensor(float(count), device=a.device), reduction="sum").item()
@@ -189,11 +202,9 @@ class SSDTrainer(UnlearnTrainer):
         check_importance(importance, trainable_parameters(self.model), what, allow_all_zero)
         return importance
 
-    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
+    def edit(self) -> tuple[dict[str, float], float]:
         """Compute I_f (and I_D), then dampen the selected parameters in place. No optimizer steps."""
         a = self.args
-        start = time.perf_counter()
-        check_finite_parameters(self.model, "SSD")
         i_forget = self.checked_importance(self.train_dataset.views["forget"], "the forget importance I_f")
         if self.full_view is not None:
             i_full = self.checked_importance(
@@ -213,14 +224,11 @@ class SSDTrainer(UnlearnTrainer):
             i_full = self.full_importance
         self.dampened = dampen_(self.model, i_full, i_forget, a.selection_weighting, a.dampening_constant)
         total = sum(p.numel() for n, p in self.model.named_parameters() if n in i_forget)
-        metrics = {
-            "train_runtime": round(time.perf_counter() - start, 4),
+        figures = {
             "dampened_parameters": sum(self.dampened.values()),
             "dampened_fraction": sum(self.dampened.values()) / max(total, 1),
         }
-        self.state.global_step = 0
-        self.log(dict(metrics))
-        return TrainOutput(global_step=0, training_loss=0.0, metrics=metrics)
+        return figures, 0.0
 
     def card_notes(self) -> str | None:
         a = self.args

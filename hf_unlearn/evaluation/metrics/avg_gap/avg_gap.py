@@ -3,9 +3,10 @@
 import datasets
 import evaluate
 
-from hf_unlearn.evaluation.classification import SALUN_BIBTEX, avg_gap
+from hf_unlearn.evaluation.classification import avg_gap
+from hf_unlearn.papers import SALUN_PAPER
 
-_CITATION = SALUN_BIBTEX
+_CITATION = SALUN_PAPER.bibtex
 
 _DESCRIPTION = """\
 Average gap to exact unlearning (SalUn, Fan et al., 2024, "Avg. Gap"): the mean absolute difference between

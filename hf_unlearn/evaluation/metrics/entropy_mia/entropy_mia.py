@@ -3,9 +3,10 @@
 import datasets
 import evaluate
 
-from hf_unlearn.evaluation.classification import SSD_BIBTEX, entropy_mia, split_membership_groups
+from hf_unlearn.evaluation.classification import entropy_mia, split_membership_groups
+from hf_unlearn.papers import BAD_TEACHING_PAPER, SSD_PAPER
 
-_CITATION = SSD_BIBTEX
+_CITATION = SSD_PAPER.bibtex + "\n" + BAD_TEACHING_PAPER.bibtex
 
 _DESCRIPTION = """\
 Entropy membership-inference attack of SSD (Foster et al., 2024; from Chundawat et al., 2023): a

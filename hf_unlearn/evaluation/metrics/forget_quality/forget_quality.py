@@ -3,9 +3,10 @@
 import datasets
 import evaluate
 
-from hf_unlearn.evaluation.tofu import TOFU_BIBTEX, forget_quality
+from hf_unlearn.evaluation.tofu import forget_quality
+from hf_unlearn.papers import TOFU_PAPER
 
-_CITATION = TOFU_BIBTEX
+_CITATION = TOFU_PAPER.bibtex
 
 _DESCRIPTION = """\
 Forget quality (TOFU): the p-value of a two-sample Kolmogorov-Smirnov test between the forget-split truth

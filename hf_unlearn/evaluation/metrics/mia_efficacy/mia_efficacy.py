@@ -3,9 +3,10 @@
 import datasets
 import evaluate
 
-from hf_unlearn.evaluation.classification import SALUN_BIBTEX, split_membership_groups, svc_mia_efficacy
+from hf_unlearn.evaluation.classification import split_membership_groups, svc_mia_efficacy
+from hf_unlearn.papers import SALUN_PAPER
 
-_CITATION = SALUN_BIBTEX
+_CITATION = SALUN_PAPER.bibtex
 
 _DESCRIPTION = """\
 MIA-Efficacy (SalUn, Fan et al., 2024): an SVC (C=3, RBF kernel, gamma="auto") is trained on the true-class

@@ -3,9 +3,10 @@
 import datasets
 import evaluate
 
-from hf_unlearn.evaluation.mia import MIN_K_BIBTEX, mia_auc
+from hf_unlearn.evaluation.mia import mia_auc
+from hf_unlearn.papers import MIN_K_PAPER
 
-_CITATION = MIN_K_BIBTEX
+_CITATION = MIN_K_PAPER.bibtex
 
 _DESCRIPTION = """\
 ROC AUC of min-k% probability membership scores (the mean of the k% lowest token log-probs of a text;

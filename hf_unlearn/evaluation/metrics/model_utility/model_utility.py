@@ -3,9 +3,10 @@
 import datasets
 import evaluate
 
-from hf_unlearn.evaluation.tofu import TOFU_BIBTEX, harmonic_mean
+from hf_unlearn.evaluation.tofu import harmonic_mean
+from hf_unlearn.papers import TOFU_PAPER
 
-_CITATION = TOFU_BIBTEX
+_CITATION = TOFU_PAPER.bibtex
 
 _DESCRIPTION = """\
 Model utility (TOFU): the harmonic mean n / sum_i 1/x_i of non-negative scores, in TOFU the nine numbers

@@ -4,16 +4,10 @@ import datasets
 import evaluate
 
 from hf_unlearn.evaluation.tofu import rouge_l_recall
+from hf_unlearn.papers import ROUGE_PAPER
 
-_CITATION = """\
-@inproceedings{lin2004rouge,
-  title={ROUGE: A Package for Automatic Evaluation of Summaries},
-  author={Lin, Chin-Yew},
-  booktitle={Text Summarization Branches Out},
-  pages={74--81},
-  year={2004}
-}
-"""
+_CITATION = ROUGE_PAPER.bibtex
+
 
 _DESCRIPTION = """\
 ROUGE-L recall: length of the longest common subsequence of words between a generation and the reference

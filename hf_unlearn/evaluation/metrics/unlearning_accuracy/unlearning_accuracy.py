@@ -3,9 +3,10 @@
 import datasets
 import evaluate
 
-from hf_unlearn.evaluation.classification import SALUN_BIBTEX, unlearning_accuracy
+from hf_unlearn.evaluation.classification import unlearning_accuracy
+from hf_unlearn.papers import SALUN_PAPER
 
-_CITATION = SALUN_BIBTEX
+_CITATION = SALUN_PAPER.bibtex
 
 _DESCRIPTION = """\
 Accuracy metrics of classification unlearning (SalUn, Fan et al., 2024), in percent: on the forget split the
