@@ -120,8 +120,10 @@ def test_deepspeed_zero3_config_on_two_cpu_processes(src, one_process, tmp_path)
     model is partitioned, NPO's frozen reference is kept whole; all equal one process."""
     methods = ("flat", "graddiff", "npo_rt")
     env = {"DS_ACCELERATOR": "cpu"}
-    run_accelerate(CONFIGS / "deepspeed_zero3.yaml", HERE / "dist_train.py", src, tmp_path, *methods, env=env)
-    for method in methods:
+    run_accelerate(
+        CONFIGS / "deepspeed_zero3.yaml", HERE / "dist_train.py", src, tmp_path, *methods, "ssd", env=env
+    )
+    for method in (*methods, "ssd"):  # SSD: the one-shot edit on the whole model, saved without an engine
         assert_same_as_one_process(tmp_path, one_process, src, method, "DEEPSPEED")
     assert all(r["sharded"] for m in methods for r in records(tmp_path, m, 2))
     assert not any(r["ref_model_sharded"] for r in records(tmp_path, "npo_rt", 2))
@@ -129,12 +131,10 @@ def test_deepspeed_zero3_config_on_two_cpu_processes(src, one_process, tmp_path)
 
 @needs_torchrun
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="SalUnTrainer builds its mask bookkeeping (_frozen) in create_optimizer, which FSDP2 runs before "
-    "fully_shard replaces the parameters: the non-salient weights are neither masked nor restored",
-)
 def test_salun_under_fsdp2_keeps_unmasked_weights(src, one_process, tmp_path):
+    """SalUn under FSDP2: ``fully_shard`` replaces the parameters after ``create_optimizer``, so the mask is
+    attached again at the first step, to the local shards of the DTensor parameters; the non-salient
+    weights stay bit for bit, and the run equals one process."""
     run_accelerate(CONFIGS / "fsdp.yaml", HERE / "dist_fsdp_cpu.py", src, tmp_path, "salun")
     mask = load_file(str(tmp_path / "salun" / "salun_mask.safetensors"))
     after = load_file(str(tmp_path / "salun" / "model.safetensors"))
@@ -154,3 +154,37 @@ def test_one_shot_passes_on_fsdp2_sharded_parameters(src, tmp_path):
         for definition in ("batch", "per_sample"):
             assert r[f"ssd_{definition}_max_abs"] <= 1e-6 * r[f"ssd_{definition}_max"], r
         assert r["salun_mask_differing"] == 0 and r["salun_mask_salient"] > 0, r
+
+
+def _trainer(method: str, out):
+    from hf_unlearn import NPOConfig, NPOTrainer
+    from hf_unlearn.trainers.salun import SalUnConfig, SalUnTrainer
+
+    data, tok, model = demo_world()
+    config, trainer_class = {"npo": (NPOConfig, NPOTrainer), "salun": (SalUnConfig, SalUnTrainer)}[method]
+    args = config(output_dir=str(out), report_to=[], use_cpu=True, max_steps=1, save_strategy="no")
+    return model, lambda **kw: trainer_class(
+        model=model, args=args, forget_dataset=data["forget"], processing_class=tok, **kw
+    )
+
+
+def test_reference_copy_of_a_sharded_model_is_refused(tmp_path):
+    """A ZeRO-3-partitioned (``ds_id``) or FSDP2-sharded model cannot be deep-copied into a whole frozen
+    reference: a ValueError says to pass ``ref_model=`` (faked here: one parameter gets a ``ds_id``)."""
+    model, make = _trainer("npo", tmp_path)
+    next(model.parameters()).ds_id = 0
+    with pytest.raises(ValueError, match="ref_model="):
+        make()
+    _, tok, ref = demo_world()
+    assert make(ref_model=ref).ref_model is not None  # an explicit reference is accepted
+
+
+def test_salun_refuses_deepspeed_at_train(tmp_path):
+    """SalUn's mask cannot reach DeepSpeed's partitioned buffers: ``train()`` refuses before computing the
+    mask (faked here: the trainer believes DeepSpeed is enabled)."""
+    _, make = _trainer("salun", tmp_path)
+    trainer = make()
+    trainer.is_deepspeed_enabled = True
+    with pytest.raises(ValueError, match="does not support DeepSpeed"):
+        trainer.train()
+    assert trainer.mask is None

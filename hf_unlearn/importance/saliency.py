@@ -151,13 +151,22 @@ class SaliencyMask:
         named = dict(module.named_parameters())
         for n, m in self.mask.items():
             p = named[n]
-            frozen = ~m.to(p.device)
-            self._frozen.append((p, frozen, p.detach()[frozen].clone()))
+            frozen = ~_shard_like(m, p)
+            self._frozen.append((p, frozen, _local(p).detach()[frozen].clone()))
         if optimizer is not None:
             self._handles.append(optimizer.register_step_pre_hook(lambda opt, *_: self.mask_gradients()))
             if restore:
                 self._handles.append(optimizer.register_step_post_hook(lambda opt, *_: self.restore(opt)))
         return self
+
+    def is_attached_to(self, module: torch.nn.Module) -> bool:
+        """Whether the recorded parameters are ``module``'s current parameter objects (FSDP2's
+        ``fully_shard`` replaces them with sharded ones, so a mask attached before it must be attached
+        again)."""
+        named = dict(module.named_parameters())
+        return len(self._frozen) == len(self.mask) and all(
+            named.get(n) is p for n, (p, _, _) in zip(self.mask, self._frozen, strict=True)
+        )
 
     def detach(self) -> None:
         """Remove the optimizer hooks and forget θ_o (the module's weights stay as they are)."""
@@ -171,19 +180,19 @@ class SaliencyMask:
         skipped)."""
         for p, frozen, _ in self._frozen:
             if p.grad is not None:
-                p.grad[frozen] = 0
+                _local(p.grad)[frozen] = 0
 
     @torch.no_grad()
     def restore(self, optimizer=None) -> None:
         """Set the non-salient entries back to θ_o and zero their state in ``optimizer`` (every state
         tensor of the parameter's shape: momentum buffers, Adam moments)."""
         for p, frozen, theta0 in self._frozen:
-            p[frozen] = theta0
+            _local(p)[frozen] = theta0
             if optimizer is None:
                 continue
             for value in optimizer.state.get(p, {}).values():
                 if torch.is_tensor(value) and value.shape == p.shape:
-                    value[frozen] = 0
+                    _local(value)[frozen] = 0
 
     # -------------------------------------------------------------------------------------- files
     def save(self, path, model=None, **meta) -> None:
@@ -225,6 +234,25 @@ class SaliencyMask:
                 f"saliency mask {path} holds values other than 0/1 in {not_binary[:2]}: it is not a mask"
             )
         return cls(tensors)
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """This process's shard of an FSDP2 ``DTensor`` (a view: writes reach the parameter), else ``t``."""
+    from torch.distributed.tensor import DTensor
+
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
+def _shard_like(mask: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """The entries of the whole ``mask`` that this process holds of ``p``: the whole mask for a plain
+    parameter, the shard cut as the ``DTensor``'s placements cut the parameter (no communication: every
+    process holds the same whole mask)."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if not isinstance(p, DTensor):
+        return mask.to(p.device)
+    whole = mask.to(p.to_local().device)
+    return distribute_tensor(whole, p.device_mesh, p.placements, src_data_rank=None).to_local()
 
 
 def _check_fits(tensors: dict, params: dict, what: str, model_name: str) -> None:

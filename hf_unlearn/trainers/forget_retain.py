@@ -181,6 +181,15 @@ class UnlearnTrainer(MethodTrainer):
             if not adapter_is_new and not _adapter_is_identity(model):
                 self.ref_adapter = _copy_active_adapter(model, REF_ADAPTER)
             return  # the adapter-disabled base (or the frozen adapter copy) is the reference
+        if ref_model is None:
+            from torch.distributed.tensor import DTensor
+
+            if any(isinstance(p, DTensor) or hasattr(p, "ds_id") for p in model.parameters()):
+                raise ValueError(
+                    f"{type(self).__name__}: the model's parameters are already sharded (FSDP2 DTensors or "
+                    "DeepSpeed ZeRO-3 partitions), so no whole copy of it can be made for the frozen reference "
+                    "model: load the reference yourself, unsharded, and pass it as `ref_model=`"
+                )
         ref = ref_model if ref_model is not None else copy.deepcopy(self.accelerator.unwrap_model(model))
         ref.eval().requires_grad_(False)
         self.ref_model = self.accelerator.prepare_model(ref, evaluation_mode=True)

@@ -38,3 +38,16 @@ class OneShotTrainer(UnlearnTrainer):
         self.edit_metrics = dict(metrics)
         self.log(dict(metrics))
         return TrainOutput(global_step=self.state.global_step, training_loss=training_loss, metrics=metrics)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """``Trainer.save_model``; under DeepSpeed, where a one-shot edit never wraps the model in an engine
+        (no ``accelerator.prepare``: ``self.deepspeed`` is None) and its weights are whole, the plain
+        ``save_pretrained`` path, on the main process."""
+        whole = not any(hasattr(p, "ds_id") for p in self.model.parameters())
+        if not (self.is_deepspeed_enabled and self.deepspeed is None and whole):
+            return super().save_model(output_dir, _internal_call)
+        self.is_deepspeed_enabled = False  # Trainer.save_model's DeepSpeed branch needs the engine
+        try:
+            super().save_model(output_dir, _internal_call)
+        finally:
+            self.is_deepspeed_enabled = True

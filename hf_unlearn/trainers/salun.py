@@ -249,6 +249,13 @@ class SalUnTrainer(UnlearnTrainer):
 
     def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
         """Compute (or load) the mask, then ``Trainer.train()`` with the mask enforced."""
+        if self.is_deepspeed_enabled:
+            raise ValueError(
+                "SalUnTrainer does not support DeepSpeed: ZeRO keeps the weights, gradients and optimizer "
+                "state in its own partitioned buffers (empty parameters outside a gather, fp32 master copies), "
+                "where the saliency mask's gradient masking and restoring of non-salient weights cannot reach; "
+                "use DDP or FSDP2 (accelerate_configs/fsdp.yaml) instead"
+            )
         if resume_from_checkpoint is True:
             resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
         if resume_from_checkpoint and (Path(resume_from_checkpoint) / MASK_FILE).is_file():
@@ -264,6 +271,7 @@ class SalUnTrainer(UnlearnTrainer):
         with ``restore_unmasked``, the non-salient weights restored (optimizer state zeroed) after it."""
         optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
         self.mask.attach(self.model, optimizer, restore=self.args.restore_unmasked)
+        self._mask_optimizer = optimizer  # re-attached to at the first step if FSDP2 swaps the parameters
         return optimizer
 
     def get_decay_parameter_names(self, model) -> list[str]:
@@ -274,6 +282,11 @@ class SalUnTrainer(UnlearnTrainer):
         return super().get_decay_parameter_names(model)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        optimizer = getattr(self, "_mask_optimizer", None)
+        if optimizer is not None and not self.mask.is_attached_to(self.model):
+            # FSDP2 (fully_shard) replaced the parameters after create_optimizer, and accelerate pointed the
+            # optimizer at the new, sharded ones: attach to those (no step yet, so they still hold θ_o)
+            self.mask.attach(self.model, optimizer, restore=self.args.restore_unmasked)
         loss = super().training_step(model, inputs, num_items_in_batch)
         self.mask.mask_gradients()  # before clipping and the optimizer step: only salient gradients remain
         return loss
