@@ -240,6 +240,37 @@ class UnlearnTrainer(MethodTrainer):
         for batch in tqdm(loader, desc=desc, disable=quiet, leave=False):
             yield {k: v.to(self.args.device) for k, v in batch.items()}
 
+    def pass_sums(self, dataset, batch_size: int, accumulate, desc: str | None = None):
+        """``accumulate(batches) -> (sums, count)`` over all of ``dataset``, as whole tensors on every
+        process, equal to the single-process result (SSD's importances, SalUn's mask).
+
+        - Whole parameters (one process, DDP, and FSDP/ZeRO before the model is wrapped, which is where
+          one-shot passes run): this process's share of the batches (:meth:`rank_batches`); sums and
+          counts reduced across processes.
+        - Parameters already sharded by FSDP2 (``DTensor``): FSDP averages every backward's gradient over
+          the processes, so every process runs *every* batch and the shards of the sums are gathered
+          into whole tensors (``full_tensor``).
+        - Parameters partitioned by DeepSpeed ZeRO-3 (``zero.Init``) are refused: no gradient is whole.
+        """
+        from torch.distributed.tensor import DTensor
+
+        params = list(self.model.parameters())
+        if any(hasattr(p, "ds_id") for p in params):
+            raise ValueError(
+                f"{type(self).__name__}: the model's parameters are partitioned by DeepSpeed ZeRO-3 (zero.Init, "
+                "which from_pretrained uses while a ZeRO-3 config is alive); load the model before creating the "
+                "config (and keep `zero3_init_flag: false`) so this pass sees whole gradients"
+            )
+        if any(isinstance(p, DTensor) for p in params):
+            loader = torch.utils.data.DataLoader(
+                dataset, batch_size=batch_size, collate_fn=self.data_collator.view_collator()
+            )
+            sums, count = accumulate({k: v.to(self.args.device) for k, v in b.items()} for b in loader)
+            return {n: s.full_tensor() if isinstance(s, DTensor) else s for n, s in sums.items()}, count
+        sums, count = accumulate(self.rank_batches(dataset, batch_size, desc))
+        count = self.accelerator.reduce(torch.tensor(float(count), device=self.args.device), reduction="sum")
+        return {n: self.accelerator.reduce(s, reduction="sum") for n, s in sums.items()}, count.item()
+
     def mean_nll(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Batch mean of the per-sample mean answer-token NLL (the "NLL" of GA/GradDiff/NPO+RT/IDK)."""
         return sequence_nll(self.forward(model, batch), batch["labels"]).mean()

@@ -217,34 +217,17 @@ class SalUnTrainer(UnlearnTrainer):
     # ----------------------------------------------------------------------------------- mask
     def compute_mask(self) -> dict[str, torch.Tensor]:
         """m_S from the forget gradient at the current (original) weights: whole tensors, equal to the
-        single-process mask. Whole parameters: this process's batches, sums reduced across processes.
-        Parameters already sharded by FSDP2 (``DTensor``; FSDP averages each backward's gradient over the
-        processes): every process runs every batch and the shards of the sums are gathered
-        (``full_tensor``). Parameters partitioned by DeepSpeed ZeRO-3 (``zero.Init``) are refused."""
-        from torch.distributed.tensor import DTensor
+        single-process mask (also for FSDP2-sharded parameters: :meth:`pass_sums`)."""
 
         def forget_loss(model, batch):
             return self.sample_losses(model, batch).mean()
 
-        forget, size = self.train_dataset.views["forget"], self.args.per_device_train_batch_size
-        params = list(self.model.parameters())
-        if any(hasattr(p, "ds_id") for p in params):
-            raise ValueError(
-                "SalUnTrainer: the model's parameters are partitioned by DeepSpeed ZeRO-3 (zero.Init, which "
-                "from_pretrained uses while a ZeRO-3 config is alive); load the model before creating the "
-                "SalUnConfig (and keep `zero3_init_flag: false`) to compute the mask, or pass a saved one"
-            )
-        if any(isinstance(p, DTensor) for p in params):  # FSDP2-sharded: same batches on every process
-            loader = torch.utils.data.DataLoader(
-                forget, batch_size=size, collate_fn=self.data_collator.view_collator()
-            )
-            batches = ({k: v.to(self.args.device) for k, v in b.items()} for b in loader)
-            sums, _ = accumulate_gradients(self.model, batches, forget_loss)
-            sums = {n: g.full_tensor() if isinstance(g, DTensor) else g for n, g in sums.items()}
-        else:
-            batches = self.rank_batches(forget, size, "SalUn: saliency mask")
-            sums, _ = accumulate_gradients(self.model, batches, forget_loss)
-            sums = {n: self.accelerator.reduce(g, reduction="sum") for n, g in sums.items()}
+        sums, _ = self.pass_sums(
+            self.train_dataset.views["forget"],
+            self.args.per_device_train_batch_size,
+            lambda batches: accumulate_gradients(self.model, batches, forget_loss),
+            "SalUn: saliency mask",
+        )
         return saliency_mask(sums, self.args.mask_ratio)
 
     def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):

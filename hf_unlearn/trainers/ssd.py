@@ -164,36 +164,16 @@ class SSDTrainer(OneShotTrainer):
                 )
 
     def importance(self, dataset, desc: str | None = None) -> dict[str, torch.Tensor]:
-        """I over ``dataset``, whole tensors on every process, equal to the single-process importance.
-
-        - Whole parameters (one process, DDP, and FSDP/ZeRO before the model is wrapped, which is where
-          ``train()`` runs): this process's batches, sums and counts reduced across processes.
-        - Parameters already sharded by FSDP2 (``DTensor``): FSDP averages every backward's gradient over
-          the processes, so each process runs *every* batch (no data split); the shards of the sums are
-          gathered into whole tensors (``full_tensor``).
-        - Parameters partitioned by DeepSpeed ZeRO-3 (``zero.Init``) are refused: no gradient is whole here.
-        """
-        from torch.distributed.tensor import DTensor
-
+        """I over ``dataset``: whole tensors on every process, equal to the single-process importance
+        (also for FSDP2-sharded parameters; ZeRO-3 partitions are refused: :meth:`pass_sums`)."""
         a = self.args
-        params = list(self.model.parameters())
-        if any(hasattr(p, "ds_id") for p in params):
-            raise ValueError(
-                "SSDTrainer: the model's parameters are partitioned by DeepSpeed ZeRO-3 (zero.Init, which "
-                "from_pretrained uses while a ZeRO-3 config is alive); load the model before creating the "
-                "SSDConfig (and keep `zero3_init_flag: false`) so the importances use whole gradients"
-            )
-        if any(isinstance(p, DTensor) for p in params):  # FSDP2-sharded: same batches on every process
-            loader = torch.utils.data.DataLoader(
-                dataset, batch_size=a.importance_batch_size, collate_fn=self.data_collator.view_collator()
-            )
-            batches = ({k: v.to(a.device) for k, v in b.items()} for b in loader)
-            sums, count = accumulate_importance(self.model, batches, a.importance_definition, a.label_free)
-            return {n: (s.full_tensor() if isinstance(s, DTensor) else s) / count for n, s in sums.items()}
-        batches = self.rank_batches(dataset, a.importance_batch_size, desc)
-        sums, count = accumulate_importance(self.model, batches, a.importance_definition, a.label_free)
-        count = self.accelerator.reduce(torch.tensor(float(count), device=a.device), reduction="sum").item()
-        return {n: self.accelerator.reduce(s, reduction="sum") / count for n, s in sums.items()}
+        sums, count = self.pass_sums(
+            dataset,
+            a.importance_batch_size,
+            lambda batches: accumulate_importance(self.model, batches, a.importance_definition, a.label_free),
+            desc,
+        )
+        return {n: s / count for n, s in sums.items()}
 
     def checked_importance(self, dataset, what: str, allow_all_zero: bool = True) -> dict[str, torch.Tensor]:
         """:meth:`importance` over ``dataset``, refused with ``ValueError`` naming ``what`` unless it is
