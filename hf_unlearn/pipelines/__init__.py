@@ -1,0 +1,32 @@
+"""Diffusion concept erasure (issue 9, in progress): closed-form cross-attention editing (UCE / MACE /
+RealEra's edit) and RealEra's neighbour-concept mining and beyond-concept samples. ``RealEraPipeline``
+itself is not built yet."""
+
+from .closed_form import (
+    TOKEN_SELECTIONS,
+    ClosedFormEditSummary,
+    align_token_pairs,
+    closed_form_weight,
+    concept_embeddings,
+    cross_attention_projections,
+    edit_cross_attention,
+    last_subject_index,
+    select_concept_tokens,
+)
+from .neighbours import SamplingStats, beyond_concept_samples, mine_neighbours, regularisation_embeddings
+
+__all__ = [
+    "TOKEN_SELECTIONS",
+    "ClosedFormEditSummary",
+    "SamplingStats",
+    "align_token_pairs",
+    "beyond_concept_samples",
+    "closed_form_weight",
+    "concept_embeddings",
+    "cross_attention_projections",
+    "edit_cross_attention",
+    "last_subject_index",
+    "mine_neighbours",
+    "regularisation_embeddings",
+    "select_concept_tokens",
+]
