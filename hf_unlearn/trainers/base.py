@@ -23,7 +23,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from ..model_cards import config_diff, is_secret_name
-from ..tasks import detect_task, task_for, unwrap_peft
+from ..tasks import detect_task, unwrap_peft
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -310,12 +310,6 @@ def is_peft_model(model) -> bool:
 
 
 _base_model = unwrap_peft
-
-
-def model_task(model, supported: tuple[str, ...] = ("causal_lm",), who: str = "this trainer") -> str:
-    """The task name (``"causal_lm"``, ``"classification"``, ``"vision_language"``) of a (PEFT-wrapped)
-    transformers model, checked against what ``who`` supports (:func:`hf_unlearn.tasks.task_for`)."""
-    return task_for(model, supported, who).name
 
 
 def _gradients_look_finite(model) -> bool:

@@ -85,7 +85,6 @@ class UnlearnTrainer(MethodTrainer):
         # Every check on the caller's inputs runs before the model is wrapped: a refused call must leave
         # the caller's model as it was (get_peft_model injects LoRA layers into it in place).
         self.forget_raw, self.retain_raw = forget_dataset, retain_dataset
-        self.num_labels = getattr(self.adapter, "num_labels", None)
         views = self._build_views(forget_dataset, retain_dataset, processing_class, args)
         self.check_inputs(model, args, peft_config)
         train = PairedViews(views, primary=next(iter(views)), seed=args.data_seed or args.seed)
