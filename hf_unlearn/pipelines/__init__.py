@@ -1,6 +1,6 @@
 """Diffusion concept erasure (issue 9, in progress): closed-form cross-attention editing (UCE / MACE /
-RealEra's edit) and RealEra's neighbour-concept mining and beyond-concept samples. ``RealEraPipeline``
-itself is not built yet."""
+RealEra's edit), RealEra's neighbour-concept mining and beyond-concept samples, and ``RealEraPipeline``
+(stages 1–3 and plain UCE; the LoRA stage is not built yet)."""
 
 from .closed_form import (
     TOKEN_SELECTIONS,
@@ -14,10 +14,13 @@ from .closed_form import (
     select_concept_tokens,
 )
 from .neighbours import SamplingStats, beyond_concept_samples, mine_neighbours, regularisation_embeddings
+from .realera import RealEraConfig, RealEraPipeline
 
 __all__ = [
     "TOKEN_SELECTIONS",
     "ClosedFormEditSummary",
+    "RealEraConfig",
+    "RealEraPipeline",
     "SamplingStats",
     "align_token_pairs",
     "beyond_concept_samples",

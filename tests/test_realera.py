@@ -1,0 +1,255 @@
+"""RealEraPipeline: generation, erase (RealEra stages 1–3 and UCE), bad input, save → reload."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, HfArgumentParser
+
+from hf_unlearn.pipelines import (
+    RealEraConfig,
+    RealEraPipeline,
+    beyond_concept_samples,
+    cross_attention_projections,
+    mine_neighbours,
+)
+
+D_TEXT, MAX_LEN = 32, 12
+WORDS = "a photo of cat dog car tree painting by van gogh monet art animal".split()
+
+
+def tiny_clip_tokenizer() -> CLIPTokenizer:
+    """A CLIP BPE tokenizer over a few whole words (plus single letters), built in memory."""
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab: dict[str, int] = {}
+    for t in ["<|startoftext|>", "<|endoftext|>", *letters, *(c + "</w>" for c in letters)]:
+        vocab.setdefault(t, len(vocab))
+    merges: list[tuple[str, str]] = []
+    for w in WORDS:
+        prefix = w[0]
+        for i, ch in enumerate(w[1:]):
+            right = ch + "</w>" if i == len(w) - 2 else ch
+            if (prefix, right) not in merges:
+                merges.append((prefix, right))
+            prefix += right
+            vocab.setdefault(prefix, len(vocab))
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=MAX_LEN)
+
+
+def tiny_pipe() -> RealEraPipeline:
+    torch.manual_seed(0)
+    tokenizer = tiny_clip_tokenizer()
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=D_TEXT,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=MAX_LEN,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        )
+    )
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        cross_attention_dim=D_TEXT,
+        layers_per_block=1,
+        attention_head_dim=8,
+        norm_num_groups=8,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        norm_num_groups=4,
+    )
+    pipe = RealEraPipeline(
+        vae=vae.eval(),
+        text_encoder=text_encoder.eval(),
+        tokenizer=tokenizer,
+        unet=unet.eval(),
+        scheduler=DDIMScheduler(beta_schedule="scaled_linear", clip_sample=False, steps_offset=1),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def generate(pipe, prompt="a photo of cat"):
+    out = pipe(
+        prompt,
+        num_inference_steps=2,
+        height=16,
+        width=16,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+    )
+    return out.images  # (1, 16, 16, 3)
+
+
+def token_row(pipe, prompt):
+    """The last-subject row of a prompt's encoding (d,)."""
+    ids, mask, idx = pipe._tokenize(prompt, "prompt", allow_empty=True)
+    return pipe._encode(ids, mask)[idx]
+
+
+def state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def assert_bit_identical(model, before):
+    after = model.state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_pipeline_generates():
+    images = generate(tiny_pipe())
+    assert images.shape == (1, 16, 16, 3) and (images >= 0).all() and (images <= 1).all()
+
+
+def test_erase_maps_concept_keys_and_values_to_the_anchor():
+    pipe = tiny_pipe()
+    with torch.no_grad():
+        cat, dog, tree = (token_row(pipe, p) for p in ("cat", "dog", "tree"))
+    w0 = {n: m.weight.clone() for n, m in cross_attention_projections(pipe.unet).items()}
+    config = RealEraConfig(num_neighbours=4, num_beyond=4, lam=1e-4)
+    summary = pipe.erase("cat", anchors="dog", preserve=["tree"], config=config)
+    assert summary["num_neighbours"] == 4 and summary["num_beyond"] == 4
+    assert summary["num_erase_rows"] == 5 and summary["num_preserve_rows"] == 1
+    assert summary["num_regularisation_rows"] == 5 and summary["edited_layers"] == len(w0) == 8
+    for name, layer in cross_attention_projections(pipe.unet).items():
+        w = layer.weight
+        torch.testing.assert_close(w @ cat, w0[name] @ dog, atol=1e-3, rtol=1e-3)  # key/value of cat = dog's
+        torch.testing.assert_close(w @ tree, w0[name] @ tree, atol=1e-3, rtol=1e-3)  # preserve kept
+        assert not torch.allclose(w @ cat, w0[name] @ cat, atol=1e-2)
+
+
+def test_neighbours_are_erased_and_beyond_samples_kept():
+    pipe = tiny_pipe()
+    with torch.no_grad():
+        cat, empty = token_row(pipe, "cat"), token_row(pipe, "")
+    w0 = {n: m.weight.clone() for n, m in cross_attention_projections(pipe.unet).items()}
+    config = RealEraConfig(num_neighbours=3, num_beyond=3, lam=1e-4, seed=5)
+    neighbours, _ = mine_neighbours(cat[None], 3, 0.5, (0.85, 0.99), distance="relative", seed=5)
+    beyond, _ = beyond_concept_samples(cat[None], 3, 0.5, (0.85, 0.99), distance="relative", seed=10_005)
+    pipe.erase(["cat"], config=config)
+    for name, layer in cross_attention_projections(pipe.unet).items():
+        target = w0[name] @ empty
+        for n in neighbours[:, 0]:
+            torch.testing.assert_close(layer.weight @ n, target, atol=1e-3, rtol=1e-3)
+        for b in beyond[:, 0]:
+            torch.testing.assert_close(layer.weight @ b, w0[name] @ b, atol=1e-3, rtol=1e-3)
+
+
+def test_several_concepts_and_subject_to_end():
+    pipe = tiny_pipe()
+    config = RealEraConfig(num_neighbours=2, num_beyond=2, token_selection="subject_to_end")
+    summary = pipe.erase(["cat", "van gogh"], anchors=["animal", "art"], config=config)
+    # cat: 12 − 1 rows from the subject on; "van gogh" ends one token later: 10 pairs with "art"
+    assert summary["num_erase_rows"] == 3 * (11 + 10)
+    assert summary["num_neighbours"] == 4 and summary["num_beyond"] == 4
+    assert pipe.config.realera["erasures"][0]["anchors"] == ["animal", "art"]
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"concepts": ""}, "concept '' is empty"),
+        ({"concepts": ["cat", "!!!"]}, "concept '!!!' is empty or has no token"),
+        ({"concepts": "cat", "anchors": " Cat "}, "anchor of concept 'cat' is the concept itself"),
+        (
+            {"concepts": "a photo of a van gogh painting by monet art dog"},
+            "more than the tokenizer's limit 12",
+        ),
+        (
+            {"concepts": "cat", "preserve": ["tree", "a photo of a van gogh painting by monet art dog cat"]},
+            "preserve concept .* limit",
+        ),
+        ({"concepts": ["cat", "dog"], "anchors": ["a", "b", "c"]}, "one anchor for all"),
+        ({"concepts": "cat", "method": "esd"}, "method must be one of"),
+        (
+            {"concepts": "cat", "config": RealEraConfig(cosine_low=0.999, cosine_high=1.0, max_tries=50)},
+            "fewer than",
+        ),
+    ],
+)
+def test_bad_input_leaves_unet_bit_identical(kwargs, message):
+    pipe = tiny_pipe()
+    before = state(pipe.unet)
+    with pytest.raises((ValueError, RuntimeError), match=message):
+        pipe.erase(**kwargs)
+    assert_bit_identical(pipe.unet, before)
+    assert pipe.config.realera is None
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"cosine_low": 0.9, "cosine_high": 0.8}, "S1 <= S2"),
+        ({"cosine_low": -1.5}, r"\[-1, 1\]"),
+        ({"cosine_high": 1.2}, r"\[-1, 1\]"),
+        ({"lam": 0.0}, "lam"),
+        ({"lam": -1.0}, "lam"),
+        ({"distance_bound": 0.0}, "D1"),
+        ({"num_neighbours": -1}, "num_neighbours"),
+        ({"token_selection": "all"}, "token_selection"),
+        ({"distribution": "uniform"}, "distribution"),
+    ],
+)
+def test_config_validation(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        RealEraConfig(**kwargs)
+
+
+def test_config_parses_with_hf_argument_parser():
+    (config,) = HfArgumentParser(RealEraConfig).parse_args_into_dataclasses(
+        ["--anchors", "dog", "--num_neighbours", "3", "--cosine_low", "0.5", "--lam", "2"]
+    )
+    assert config.anchors == ["dog"] and config.num_neighbours == 3 and config.lam == 2.0
+    assert all(f.metadata.get("help") for f in RealEraConfig.__dataclass_fields__.values())
+
+
+def test_erase_save_reload_round_trip(tmp_path):
+    pipe = tiny_pipe()
+    original = generate(pipe)
+    pipe.erase("cat", anchors="dog", preserve="tree", config=RealEraConfig(num_neighbours=2, seed=3))
+    erased = generate(pipe)
+    assert abs(erased - original).max() > 0
+    pipe.save_pretrained(tmp_path)
+    reloaded = RealEraPipeline.from_pretrained(tmp_path)
+    reloaded.set_progress_bar_config(disable=True)
+    assert isinstance(reloaded, RealEraPipeline)
+    assert (generate(reloaded) == erased).all()
+    (record,) = reloaded.config.realera["erasures"]
+    assert record["concepts"] == ["cat"] and record["anchors"] == ["dog"] and record["preserve"] == ["tree"]
+    assert record["config"]["seed"] == 3 and record["num_neighbours"] == 2 and record["method"] == "realera"
+
+
+def test_uce_and_realera_differ():
+    uce, realera = tiny_pipe(), tiny_pipe()
+    s_uce = uce.erase("cat", anchors="dog", method="uce")
+    s_realera = realera.erase("cat", anchors="dog")
+    assert s_uce["num_neighbours"] == s_uce["num_beyond"] == 0 and s_uce["num_erase_rows"] == 1
+    assert s_realera["num_neighbours"] == 8 and s_realera["num_beyond"] == 8
+    differ = [
+        not torch.equal(a.weight, b.weight)
+        for a, b in zip(
+            cross_attention_projections(uce.unet).values(),
+            cross_attention_projections(realera.unet).values(),
+            strict=True,
+        )
+    ]
+    assert all(differ)
