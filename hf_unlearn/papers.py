@@ -106,6 +106,29 @@ GUARD_PAPER = Paper(
 }""",
 )
 
+# closed-form cross-attention editing, the edit RealEra builds on (RealEraPipeline's method="uce")
+UCE_PAPER = Paper(
+    title="Unified Concept Editing in Diffusion Models",
+    arxiv_id="2308.14761",
+    bibtex="""@inproceedings{gandikota2024uce,
+  title     = {Unified Concept Editing in Diffusion Models},
+  author    = {Gandikota, Rohit and Orgad, Hadas and Belinkov, Yonatan and Materzy{\\'n}ska, Joanna and Bau, David},
+  booktitle = {Proceedings of the IEEE/CVF Winter Conference on Applications of Computer Vision (WACV)},
+  year      = {2024}
+}""",
+)
+
+REALERA_PAPER = Paper(
+    title="RealEra: Semantic-level Concept Erasure via Neighbor-Concept Mining",
+    arxiv_id="2410.09140",
+    bibtex="""@article{liu2024realera,
+  title   = {{RealEra}: Semantic-level Concept Erasure via Neighbor-Concept Mining},
+  author  = {Liu, Yufan and An, Jinyang and Zhang, Wanqian and Li, Ming and Wu, Dayan and Gu, Jingzi and Lin, Zheng and Wang, Weiping},
+  journal = {arXiv preprint arXiv:2410.09140},
+  year    = {2024}
+}""",
+)
+
 # ---------------------------------------------------------------------------------------------------
 # Evaluation
 # ---------------------------------------------------------------------------------------------------

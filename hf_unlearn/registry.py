@@ -28,6 +28,7 @@ METHODS: dict[str, str] = {
     "iau": "hf_unlearn.trainers.iau:IAUTrainer",
     "idk": "hf_unlearn.trainers.baselines:IDKTrainer",
     "npo": "hf_unlearn.trainers.baselines:NPOTrainer",
+    "realera": "hf_unlearn.pipelines.realera:RealEraPipeline",
     "salun": "hf_unlearn.trainers.salun:SalUnTrainer",
     "ssd": "hf_unlearn.trainers.ssd:SSDTrainer",
 }

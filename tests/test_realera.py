@@ -1,12 +1,19 @@
-"""RealEraPipeline: generation, erase (RealEra stages 1–3 and UCE), bad input, save → reload."""
+"""RealEraPipeline: generation, erase (RealEra stages 1–3 and UCE), bad input, save → reload, model card
+and push_to_hub."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from hub_server import hub_server, use_hub
+from huggingface_hub import ModelCard
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, HfArgumentParser
 
+from hf_unlearn.model_cards.pipeline_card import build_pipeline_card
+from hf_unlearn.papers import REALERA_PAPER, UCE_PAPER
 from hf_unlearn.pipelines import (
     RealEraConfig,
     RealEraPipeline,
@@ -253,3 +260,60 @@ def test_uce_and_realera_differ():
         )
     ]
     assert all(differ)
+
+
+# ---------------------------------------------------------------------------------- model card
+FAKE_TOKEN = "hf_" + "FakeTokenForRealEraTests0123456789abc"
+
+
+def test_card_names_concepts_anchors_neighbours_and_paper(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    pipe = tiny_pipe()
+    config = RealEraConfig(num_neighbours=3, num_beyond=2, token_selection="subject_to_end")
+    pipe.erase("van gogh", anchors="art", preserve=["monet"], config=config)
+    card = build_pipeline_card(pipe, repo_id=f"user/erased-{FAKE_TOKEN}")
+    text = str(card)
+    meta = card.data.to_dict()
+    assert meta["library_name"] == "diffusers" and meta["pipeline_tag"] == "text-to-image"
+    assert {"hf_unlearn", "unlearning", "concept-erasure"} <= set(meta["tags"])
+    assert meta["unlearning"]["erased_concepts"] == ["van gogh"] and "base_model" not in meta
+    assert "Erased concepts: `van gogh`" in text and "`art`" in text and "`monet`" in text
+    assert "Mined neighbour concepts: 3; beyond-concept samples: 2" in text
+    assert "| token_selection | `subject_to_end` |" in text and "| per_token | `true` |" in text
+    assert "arxiv.org/abs/2410.09140" in text and REALERA_PAPER.bibtex.strip() in text
+    assert "RealEra" in text and FAKE_TOKEN not in text and not re.search(r"hf_[A-Za-z0-9]{30,}", text)
+
+
+def test_uce_card_names_uce_and_a_hub_base():
+    pipe = tiny_pipe()
+    pipe.erase("cat", anchors="dog", method="uce")
+    pipe.register_to_config(_name_or_path="someone/tiny-sd")
+    card = build_pipeline_card(pipe)
+    assert card.data.base_model == "someone/tiny-sd" and card.data.to_dict()["unlearning"]["method"] == "uce"
+    assert "erased by **UCE**" in card.content and UCE_PAPER.bibtex.strip() in card.content
+    assert "Mined neighbour concepts: 0; beyond-concept samples: 0" in card.content
+
+
+def test_save_pretrained_writes_our_card(tmp_path):
+    pipe = tiny_pipe()
+    pipe.erase("cat", anchors="dog", config=RealEraConfig(num_neighbours=2, num_beyond=1))
+    pipe.save_pretrained(tmp_path)
+    card = ModelCard.load(tmp_path / "README.md")
+    assert card.data.library_name == "diffusers" and "hf_unlearn" in card.data.tags
+    assert "Erased concepts: `cat`" in card.content and "Mined neighbour concepts: 2" in card.content
+
+
+def test_push_to_hub_uploads_our_card_without_the_token():
+    pipe = tiny_pipe()
+    pipe.erase("cat", anchors="dog", config=RealEraConfig(num_neighbours=2, num_beyond=1))
+    with hub_server() as hub, use_hub(hub.endpoint):
+        pipe.push_to_hub("user/realera-demo", token=FAKE_TOKEN)
+        files = hub.files("user/realera-demo")
+        assert FAKE_TOKEN in hub.tokens_seen()
+    assert {"README.md", "model_index.json", "unet/config.json"} <= set(files)
+    readme = files["README.md"].decode()
+    assert (
+        "Erased concepts: `cat`" in readme
+        and 'RealEraPipeline.from_pretrained("user/realera-demo")' in readme
+    )
+    assert all(FAKE_TOKEN.encode() not in content for content in files.values())

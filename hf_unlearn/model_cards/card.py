@@ -50,7 +50,11 @@ from ..papers import Paper
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 # One card path: each kind of method (the class's ``_card_kind``) has its Jinja template.
-CARD_TEMPLATES = {"trainer": "unlearn_card.md", "logits_processor": "guard_card.md"}
+CARD_TEMPLATES = {
+    "trainer": "unlearn_card.md",
+    "logits_processor": "guard_card.md",
+    "pipeline": "pipeline_card.md",
+}
 TEMPLATE_PATH = TEMPLATES_DIR / CARD_TEMPLATES["trainer"]
 
 

@@ -29,12 +29,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers import StableDiffusionPipeline
 
+from ..papers import REALERA_PAPER
+from ..registry import register_method
 from .closed_form import (
     TOKEN_SELECTIONS,
     align_token_pairs,
@@ -155,12 +159,21 @@ class RealEraConfig:
                 raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
 
 
+@register_method("pipeline", RealEraConfig)
 class RealEraPipeline(StableDiffusionPipeline):
     """Stable Diffusion (same components, ``__call__`` and loading) plus :meth:`erase`.
 
     ``realera`` is the record of past ``erase`` calls (``{"erasures": [...]}``); it is part of the
     pipeline config, so ``save_pretrained`` / ``from_pretrained`` round-trip it with the weights.
+    ``save_pretrained`` and ``push_to_hub`` also write this library's model card (``README.md``,
+    :func:`~hf_unlearn.model_cards.pipeline_card.build_pipeline_card`), never diffusers' generic one.
     """
+
+    _name = "realera"
+    _paper = REALERA_PAPER
+    _tag_names = ["realera", "diffusers", "stable-diffusion"]
+    _config_class = RealEraConfig  # every field is a setting shown on the card
+    _card_kind = "pipeline"  # the model-card template (hf_unlearn.model_cards.CARD_TEMPLATES)
 
     def __init__(
         self,
@@ -187,6 +200,66 @@ class RealEraPipeline(StableDiffusionPipeline):
             requires_safety_checker=requires_safety_checker,
         )
         self.register_to_config(realera=realera)
+
+    # ------------------------------------------------------------------------------ storage
+    def model_card(self, repo_id: str | None = None):
+        """This pipeline's ``README.md`` (base pipeline, every erasure and its settings, paper)."""
+        from ..model_cards.pipeline_card import build_pipeline_card
+
+        return build_pipeline_card(self, repo_id=repo_id)
+
+    def save_pretrained(self, save_directory, *args, push_to_hub: bool = False, **kwargs) -> None:
+        """diffusers' ``save_pretrained`` plus the model card as ``README.md``.
+
+        With ``push_to_hub=True`` the saved folder (card included) is uploaded to ``repo_id`` (default:
+        the folder's name) with ``token`` / ``private`` / ``commit_message`` / ``create_pr`` from kwargs.
+        """
+        hub = {
+            k: kwargs.pop(k)
+            for k in ("repo_id", "token", "private", "commit_message", "create_pr")
+            if k in kwargs
+        }
+        super().save_pretrained(save_directory, *args, push_to_hub=False, **kwargs)
+        folder = Path(save_directory)
+        self.model_card(hub.get("repo_id")).save(str(folder / "README.md"))
+        if push_to_hub:
+            self._upload(folder, hub.pop("repo_id", None) or folder.name, **hub)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        token: str | None = None,
+        private: bool | None = None,
+        commit_message: str = "Upload RealEraPipeline",
+        create_pr: bool = False,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+    ) -> str:
+        """Save into a temporary folder (with this library's card) and upload it; the token is never written."""
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(tmp, safe_serialization=safe_serialization, variant=variant, repo_id=repo_id)
+            return self._upload(
+                Path(tmp),
+                repo_id,
+                token=token,
+                private=private,
+                commit_message=commit_message,
+                create_pr=create_pr,
+            )
+
+    @staticmethod
+    def _upload(folder, repo_id, token=None, private=None, commit_message=None, create_pr=False) -> str:
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        info = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=str(folder),
+            commit_message=commit_message or "Upload RealEraPipeline",
+            create_pr=create_pr,
+        )
+        return getattr(info, "commit_url", str(info))
 
     @torch.no_grad()
     def erase(
