@@ -1,9 +1,7 @@
-"""Input checks of GUARD's public functions: the model must be a causal LM, and a stored tensor file must
-be readable safetensors (errors name the model class or the file)."""
+"""Input checks of GUARD's public functions: the model must be a causal LM (errors name its class).
+Stored tensor files are read with :func:`hf_unlearn.importance.io.load_safetensors_checked`."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 CAUSAL_LM = (
     "a decoder-only causal language model (a transformers PreTrainedModel with a language-model head that "
@@ -31,16 +29,3 @@ def check_causal_lm(model, who: str) -> None:
     else:
         return
     raise TypeError(f"{name} is not {CAUSAL_LM}: {reason}; {who} needs one")
-
-
-def load_safetensors(path) -> dict:
-    """``safetensors.torch.load_file(path)``; a file that is not valid safetensors raises ``ValueError``
-    naming it (a missing file raises ``FileNotFoundError`` as before)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    try:
-        return load_file(str(path))
-    except SafetensorError as e:
-        raise ValueError(f"{path} is not a valid safetensors file ({e}); re-save or re-download it") from e

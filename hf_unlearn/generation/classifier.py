@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from .checks import check_causal_lm, load_safetensors
+from ..importance.io import load_safetensors_checked
+from .checks import check_causal_lm
 
 CLASSIFIER_FILE = "prompt_classifier.safetensors"
 CLASSIFIER_CONFIG = "prompt_classifier.json"
@@ -131,5 +132,5 @@ class PromptClassifier(torch.nn.Module):
         folder = Path(folder)
         config = json.loads((folder / CLASSIFIER_CONFIG).read_text())
         clf = cls(**config)
-        clf.load_state_dict(load_safetensors(folder / CLASSIFIER_FILE))
+        clf.load_state_dict(load_safetensors_checked(folder / CLASSIFIER_FILE, "GUARD prompt classifier")[0])
         return clf.eval()

@@ -46,9 +46,10 @@ from safetensors.torch import save_file
 from transformers import LogitsProcessorList
 
 from ..data.qa import PLAIN_PROMPT_TEMPLATE, encode_prompt
+from ..importance.io import load_safetensors_checked
 from ..papers import GUARD_PAPER
 from ..registry import register_method
-from .checks import check_causal_lm, load_safetensors
+from .checks import check_causal_lm
 from .classifier import PromptClassifier, masked_mean, mean_pooled_hidden_states
 from .config import GUARDConfig
 from .embedders import SentenceEmbedder, StaticWordEmbedder, load_sentence_model
@@ -379,7 +380,9 @@ class GUARD:
         meta = json.loads((folder / CONFIG_FILE).read_text())
         config = GUARDConfig(**meta["config"])
         answers = json.loads((folder / INDEX_FILE).read_text())["answers"]
-        emb = load_safetensors(folder / EMBEDDINGS_FILE)["answer_embeddings"]
+        emb = load_safetensors_checked(folder / EMBEDDINGS_FILE, "GUARD answer embeddings")[0][
+            "answer_embeddings"
+        ]
         clf = PromptClassifier.from_pretrained(folder)
         return cls(
             model,
