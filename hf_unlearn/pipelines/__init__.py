@@ -13,12 +13,14 @@ from .closed_form import (
     last_subject_index,
     select_concept_tokens,
 )
+from .components import PixelShuffleAutoencoder, minilm_text_encoder, small_unet, text_to_image_pipeline
 from .neighbours import SamplingStats, beyond_concept_samples, mine_neighbours, regularisation_embeddings
 from .realera import RealEraConfig, RealEraPipeline
 
 __all__ = [
     "TOKEN_SELECTIONS",
     "ClosedFormEditSummary",
+    "PixelShuffleAutoencoder",
     "RealEraConfig",
     "RealEraPipeline",
     "SamplingStats",
@@ -31,5 +33,8 @@ __all__ = [
     "last_subject_index",
     "mine_neighbours",
     "regularisation_embeddings",
+    "minilm_text_encoder",
     "select_concept_tokens",
+    "small_unet",
+    "text_to_image_pipeline",
 ]
