@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import math
 import sys
@@ -336,17 +337,615 @@ def setup(data_source, quick: bool) -> dict:
     }
 
 
+# ---------------------------------------------------------------------------------------------------
+# Prompts and metrics
+# ---------------------------------------------------------------------------------------------------
+
+FORGET = 7  # sneaker
+ANCHOR = "bag"  # every method maps the sneaker to the bag: SalUn's (c + 1) mod 10 of the reference code
+NEAR = (5, 9)  # sandal, ankle boot: the classes nearest to the sneaker
+# the class's own prompts: the training templates and two that training never used
+ERASE_PROMPTS = (
+    "a photo of a sneaker",
+    "a sneaker",
+    "sneaker",
+    "a picture of a sneaker",
+    "an image of a sneaker",
+    "a close-up photo of a sneaker",
+)
+CONCEPTS = ("sneaker", "a photo of a sneaker", "a picture of a sneaker")  # what the methods are told
+# related prompts that never name the class ("sneaker" does not occur in any of them)
+RESIDUE_PROMPTS = {
+    "synonym": (
+        "a running shoe",
+        "a tennis shoe",
+        "a trainer",
+        "an athletic shoe",
+        "a gym shoe",
+        "a jogging shoe",
+        "a basketball shoe",
+        "a sports shoe",
+        "a canvas shoe",
+        "a skate shoe",
+    ),
+    "misspelling": ("a sneeker", "a snekaer", "a sneakr"),
+    "description": (
+        "a shoe with laces and a rubber sole",
+        "a low lace-up shoe for sport",
+        "comfortable footwear for running",
+        "a casual shoe worn with jeans",
+        "a white lace-up shoe",
+    ),
+    "related item": ("a nike shoe", "an adidas shoe", "a pair of converse", "a vans shoe"),
+}
+OTHER_TEMPLATES = ("a photo of a {}", "a picture of a {}")  # specificity: the other nine classes
+GRID_PROMPTS = (
+    "a photo of a sneaker",
+    "an image of a sneaker",
+    "a running shoe",
+    "a shoe with laces and a rubber sole",
+    "a nike shoe",
+    "a photo of a sandal",
+    "a photo of a ankle boot",
+    "a photo of a bag",
+    "a photo of a dress",
+)
+
+
+def other_prompts() -> list[tuple[int, str]]:
+    return [(c, t.format(NAMES[c])) for c in range(10) if c != FORGET for t in OTHER_TEMPLATES]
+
+
+@torch.no_grad()
+def generate(pipe, prompts, n, seed, steps, guidance, chunk=64) -> torch.Tensor:
+    """(P, n, 1, 32, 32) generations in [−1, 1]: ``n`` per prompt, each prompt from its own seeded generator
+    (the same noise for every method at a given seed)."""
+    out = []
+    for i, prompt in enumerate(prompts):
+        g = torch.Generator().manual_seed(seed * 100_003 + i)
+        imgs = []
+        for start in range(0, n, chunk):
+            k = min(chunk, n - start)
+            images = pipe(
+                [prompt] * k,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                height=32,
+                width=32,
+                output_type="pt",
+                generator=g,
+            ).images  # (k, 1, 32, 32) in [0, 1]
+            imgs.append(images * 2 - 1)
+        out.append(torch.cat(imgs))
+    return torch.stack(out)
+
+
+def shares(judge, images: torch.Tensor) -> torch.Tensor:
+    """(P, 10): for each prompt, the share of its generations the judge assigns to each class."""
+    p, n = images.shape[:2]
+    pred = judge_predict(judge, images.flatten(0, 1)).view(p, n)
+    return nn.functional.one_hot(pred, 10).float().mean(1)
+
+
+def text_metrics(judge, pipe, seed, n, steps, guidance) -> dict:
+    """Erasure, residue per prompt/category, specificity per class (near/far) for one pipeline and seed."""
+    residue_prompts = [p for group in RESIDUE_PROMPTS.values() for p in group]
+    others = other_prompts()
+    prompts = [*ERASE_PROMPTS, *residue_prompts, *(p for _, p in others)]
+    s = shares(judge, generate(pipe, prompts, n, seed, steps, guidance))
+    e, r = len(ERASE_PROMPTS), len(residue_prompts)
+    erase_s, residue_s, other_s = s[:e, FORGET], s[e : e + r, FORGET], s[e + r :]
+    per_class = {}
+    for (c, _), row in zip(others, other_s, strict=True):
+        per_class.setdefault(c, []).append(float(row[c]))
+    per_class = {c: float(np.mean(v)) for c, v in per_class.items()}
+    residue = dict(zip(residue_prompts, map(float, residue_s), strict=True))
+    return {
+        "erasure": float(erase_s.mean()),
+        "erasure_per_prompt": dict(zip(ERASE_PROMPTS, map(float, erase_s), strict=True)),
+        "residue": float(residue_s.mean()),
+        "residue_per_prompt": residue,
+        "residue_per_category": {
+            k: float(np.mean([residue[p] for p in v])) for k, v in RESIDUE_PROMPTS.items()
+        },
+        "specificity": float(np.mean(list(per_class.values()))),
+        "specificity_near": float(np.mean([per_class[c] for c in NEAR])),
+        "specificity_far": float(np.mean([v for c, v in per_class.items() if c not in NEAR])),
+        "specificity_per_class": {CLASS_NAMES[c]: v for c, v in per_class.items()},
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Methods on the text-to-image model
+# ---------------------------------------------------------------------------------------------------
+
+
+def method_configs(budget: dict) -> dict:
+    """The erase() settings of each method (same step budget for the three that train)."""
+    from hf_unlearn.pipelines import RealEraConfig
+
+    common = {"anchors": [ANCHOR], "token_selection": budget["token_selection"], "sample_steps": 20}
+    return {
+        "UCE": ("uce", RealEraConfig(**common)),
+        "RealEra (closed form)": ("realera", RealEraConfig(**common, **budget["realera"])),
+        "RealEra + LoRA": (
+            "realera",
+            RealEraConfig(
+                **common, **budget["realera"], lora_steps=budget["steps"], lora_lr=budget["lora_lr"]
+            ),
+        ),
+        "ESD-x": ("esd-x", RealEraConfig(**common, esd_steps=budget["steps"], esd_lr=budget["esd_lr"])),
+    }
+
+
+def run_text_method(name, pipe, seed, budget, data) -> tuple[object, dict]:
+    """A copy of ``pipe`` with "sneaker" erased by method ``name``; returns (pipeline, {seconds, summary})."""
+    erased = copy.deepcopy(pipe)
+    erased.set_progress_bar_config(disable=True)
+    t0 = time.perf_counter()
+    if name == "SalUn":
+        info = run_salun_text(erased, seed, budget, data)
+    else:
+        method, config = method_configs(budget)[name]
+        config = dataclasses.replace(config, seed=seed)
+        summary = erased.erase(list(CONCEPTS), config=config, method=method)
+        info = {"stages": summary["seconds"], "summary": _jsonable(summary)}
+    info["seconds"] = time.perf_counter() - t0
+    return erased, info
+
+
+def salun_rows(data, n_forget, n_retain, seed, text: bool):
+    """Real training images: ``n_forget`` sneakers and ``n_retain`` others, as datasets rows."""
+    import datasets
+
+    x, y = data["train"]
+    rng = np.random.default_rng(seed)
+    forget_idx = rng.choice(np.flatnonzero(y == FORGET), n_forget, replace=False)
+    retain_idx = rng.choice(np.flatnonzero(y != FORGET), n_retain, replace=False)
+
+    def rows(idx, forget):
+        from hf_unlearn.pipelines import PixelShuffleAutoencoder
+
+        latents = PixelShuffleAutoencoder().encode(images_to_tensor(x[idx])).latent_dist.mode()
+        out = {"pixel_values": latents.numpy()}
+        if text:
+            templates = rng.choice(TRAIN_TEMPLATES, len(idx))
+            out["prompt"] = [t.format(NAMES[c]) for t, c in zip(templates, y[idx], strict=True)]
+            if forget:
+                out["pseudo_prompt"] = [t.format(ANCHOR) for t in templates]
+        else:
+            out["class_labels"] = y[idx].tolist()
+        return datasets.Dataset.from_dict(out).with_format("torch")
+
+    return rows(forget_idx, True), rows(retain_idx, False)
+
+
+def run_salun_text(pipe, seed, budget, data) -> dict:
+    from hf_unlearn.trainers.salun_diffusion import SalUnDiffusionConfig, SalUnDiffusionTrainer
+
+    forget, retain = salun_rows(data, 256, 2048, seed, text=True)
+    args = SalUnDiffusionConfig(
+        output_dir=str(CACHE / "runs" / f"salun_text_{seed}"),
+        max_steps=budget["steps"],
+        per_device_train_batch_size=16,
+        learning_rate=budget["salun_lr"],
+        retain_weight=budget["salun_retain_weight"],
+        mask_ratio=0.5,
+        seed=seed,
+        save_strategy="no",
+        report_to=[],
+        logging_steps=50,
+        disable_tqdm=True,
+    )
+    trainer = SalUnDiffusionTrainer(
+        model=pipe.unet,
+        args=args,
+        noise_scheduler=pipe.scheduler,
+        forget_dataset=forget,
+        retain_dataset=retain,
+        text_encoder=pipe.text_encoder,
+        tokenizer=pipe.tokenizer,
+    )
+    t0 = time.perf_counter()
+    trainer.train()
+    pipe.unet.eval()
+    return {"stages": {"mask + training": time.perf_counter() - t0}}
+
+
+def _jsonable(x):
+    return json.loads(json.dumps(x, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+# ---------------------------------------------------------------------------------------------------
+# SalUn's paper setting: the class-conditional DDPM
+# ---------------------------------------------------------------------------------------------------
+
+
+def ddpm_metrics(judge, unet, scheduler, seed, n, steps, guidance) -> dict:
+    from hf_unlearn.trainers.salun_diffusion import sample_class_conditional
+
+    vae_decode = torch.nn.functional.pixel_shuffle
+    per_class = {}
+    for c in range(10):
+        g = torch.Generator().manual_seed(seed * 100_003 + c)
+        latents = sample_class_conditional(
+            unet,
+            scheduler,
+            torch.full((n,), c),
+            guidance_scale=guidance,
+            num_inference_steps=steps,
+            generator=g,
+            null_class=10,
+        )
+        pred = judge_predict(judge, vae_decode(latents, 2).clamp(-1, 1))
+        per_class[c] = float((pred == c).float().mean())
+    return {
+        "erasure": per_class[FORGET],
+        "specificity": float(np.mean([v for c, v in per_class.items() if c != FORGET])),
+        "specificity_near": float(np.mean([per_class[c] for c in NEAR])),
+        "specificity_far": float(np.mean([v for c, v in per_class.items() if c not in (FORGET, *NEAR)])),
+        "per_class": {CLASS_NAMES[c]: v for c, v in per_class.items()},
+    }
+
+
+def run_salun_ddpm(unet, scheduler, seed, budget, data) -> tuple[object, dict]:
+    from hf_unlearn.trainers.salun_diffusion import SalUnDiffusionConfig, SalUnDiffusionTrainer
+
+    unet = copy.deepcopy(unet)
+    forget, retain = salun_rows(data, 256, 2048, seed, text=False)
+    args = SalUnDiffusionConfig(
+        output_dir=str(CACHE / "runs" / f"salun_ddpm_{seed}"),
+        max_steps=budget["steps"],
+        per_device_train_batch_size=16,
+        learning_rate=budget["salun_lr"],
+        retain_weight=budget["salun_ddpm_retain_weight"],
+        mask_ratio=0.5,
+        seed=seed,
+        save_strategy="no",
+        report_to=[],
+        logging_steps=50,
+        disable_tqdm=True,
+    )
+    trainer = SalUnDiffusionTrainer(
+        model=unet, args=args, noise_scheduler=scheduler, forget_dataset=forget, retain_dataset=retain
+    )
+    t0 = time.perf_counter()
+    trainer.train()
+    return unet.eval(), {"seconds": time.perf_counter() - t0}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Scale: Stable Diffusion 1.5's UNet shape
+# ---------------------------------------------------------------------------------------------------
+
+
+SD15_UNET = {
+    "sample_size": 64,
+    "in_channels": 4,
+    "out_channels": 4,
+    "block_out_channels": (320, 640, 1280, 1280),
+    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    "layers_per_block": 2,
+    "cross_attention_dim": 768,
+    "attention_head_dim": 8,
+}
+
+
+def sd15_timings(lora_steps: int = 2) -> dict:
+    """Closed-form edit (RealEra's rows: a concept, 8 neighbours, 8 beyond samples, 77 tokens) and LoRA
+    steps on a randomly initialised UNet of SD-1.5's configuration, fp32 on this CPU."""
+    from diffusers import DDIMScheduler, UNet2DConditionModel
+
+    from hf_unlearn.pipelines import cross_attention_projections, edit_cross_attention
+    from hf_unlearn.pipelines.noise_alignment import add_lora, train_lora_alignment
+
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    unet = UNet2DConditionModel(**SD15_UNET).eval()
+    build = time.perf_counter() - t0
+    layers = cross_attention_projections(unet)
+    out = {
+        "parameters": sum(p.numel() for p in unet.parameters()),
+        "edited_layers": len(layers),
+        "build_s": build,
+    }
+    for name, rows in (("last_subject", 1), ("subject_to_end", 76)):
+        erase = torch.randn(9 * rows, 768)
+        target = torch.randn(9 * rows, 768)
+        keep = torch.randn(8 * rows + 1, 768)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            edit_cross_attention(unet, erase, target, keep, lam=0.5)
+        out[f"closed_form_{name}_s"] = time.perf_counter() - t0
+        out[f"closed_form_{name}_rows"] = 9 * rows
+    add_lora(unet, 4, 4.0)
+    states = torch.randn(2, 77, 768)
+    t0 = time.perf_counter()
+    train_lora_alignment(
+        unet,
+        DDIMScheduler(),
+        torch.randn(1, 1, 4, 64, 64),
+        states[:1],
+        states[1:],
+        states[1:],
+        erase_groups=torch.zeros(1, dtype=torch.long),
+        keep_groups=torch.zeros(1, dtype=torch.long),
+        steps=lora_steps,
+        lr=1e-4,
+        batch_size=1,
+        beyond_weight=1.0,
+        generator=torch.Generator().manual_seed(0),
+    )
+    out["lora_step_s"] = (time.perf_counter() - t0) / lora_steps
+    out["lora_trainable_parameters"] = sum(p.numel() for p in unet.parameters() if p.requires_grad)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------------
+
+TEXT_METHODS = ("UCE", "RealEra (closed form)", "RealEra + LoRA", "ESD-x", "SalUn")
+BUDGET = {
+    "steps": 200,  # optimiser steps of every method that trains (LoRA stage, ESD-x, SalUn)
+    "lora_lr": 1e-3,
+    "esd_lr": 1e-4,
+    "salun_lr": 1e-4,
+    "salun_retain_weight": 0.5,  # SalUn's SD reference α
+    "salun_ddpm_retain_weight": 1e-3,  # SalUn's DDPM reference α
+    "token_selection": "subject_to_end",
+    "realera": {"num_neighbours": 16, "num_beyond": 16},
+}
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return float(np.mean(values)), float(np.std(values)) if len(values) > 1 else 0.0
+
+
+def aggregate(runs: list[dict], keys: list[str]) -> dict:
+    return {k: mean_std([r[k] for r in runs]) for k in keys}
+
+
+def pm(ms, digits=2) -> str:
+    m, s = ms
+    return f"{m:.{digits}f} ± {s:.{digits}f}" if s else f"{m:.{digits}f}"
+
+
+def markdown(r: dict) -> str:
+    from _common import table_header, table_row
+
+    keys = ["erasure", "residue", "specificity", "specificity_near", "specificity_far"]
+    lines = [
+        '# Concept erasure on Fashion-MNIST: erase "sneaker"',
+        "",
+        f"Seeds: {r['seeds']}; {r['images_per_prompt']} generations per prompt, {r['sample_steps']} DDIM steps, "
+        f"guidance {r['guidance_scale']}. Judge: CNN, test accuracy {r['setup']['judge']['test_accuracy']:.4f}. "
+        f'Anchor: "{ANCHOR}"; the methods are told the concepts {list(CONCEPTS)}.',
+        "",
+        "**Erasure**: share of generations from the class's own prompts that the judge assigns to "
+        f'"sneaker" ({len(ERASE_PROMPTS)} prompts). **Residue**: the same share for '
+        f"{sum(len(v) for v in RESIDUE_PROMPTS.values())} related prompts that never name it. **Specificity**: "
+        "judge accuracy on the other nine classes' prompts (near = sandal, ankle boot), and its ratio to the "
+        "original model's. Mean ± std over seeds.",
+        "",
+        "## Text-to-image model (MiniLM text encoder)",
+        "",
+        *table_header(
+            "method", "erasure ↓", "residue ↓", "specificity", "ratio to original", "near", "far", "seconds"
+        ),
+    ]
+    base = r["text"]["Original"]["mean"]["specificity"][0]
+    for name, res in r["text"].items():
+        m = res["mean"]
+        lines.append(
+            table_row(
+                name,
+                *(pm(m[k]) for k in keys[:3]),
+                f"{m['specificity'][0] / base:.3f}",
+                pm(m["specificity_near"]),
+                pm(m["specificity_far"]),
+                pm(res["seconds"], 1) if "seconds" in res else "–",
+            )
+        )
+    lines += ["", "Residue per category (mean over seeds):", ""]
+    cats = list(RESIDUE_PROMPTS)
+    lines += table_header("method", *cats)
+    for name, res in r["text"].items():
+        lines.append(table_row(name, *(f"{res['residue_per_category'][c]:.2f}" for c in cats)))
+    lines += ["", "Seconds per stage (first seed):", ""]
+    lines += table_header("method", "stages")
+    for name, res in r["text"].items():
+        if "stages" in res:
+            lines.append(table_row(name, ", ".join(f"{k} {v:.2f}" for k, v in res["stages"].items())))
+    d = r["ddpm"]
+    lines += [
+        "",
+        "## SalUn's paper setting: class-conditional DDPM",
+        "",
+        *table_header("model", "erasure ↓", "specificity", "near", "far", "seconds"),
+        *(
+            table_row(
+                name,
+                pm(res["mean"]["erasure"]),
+                pm(res["mean"]["specificity"]),
+                pm(res["mean"]["specificity_near"]),
+                pm(res["mean"]["specificity_far"]),
+                pm(res["seconds"], 1) if "seconds" in res else "–",
+            )
+            for name, res in d.items()
+        ),
+        "",
+        "## Scale: a UNet of Stable Diffusion 1.5's configuration (random weights, fp32, this CPU)",
+        "",
+        *table_header("measure", "value"),
+        *(table_row(k, f"{v:.3f}" if isinstance(v, float) else v) for k, v in r["sd15"].items()),
+        "",
+        "## Set-up",
+        "",
+        *table_header("model", "seconds", "detail"),
+        *(
+            table_row(
+                k, f"{v.get('seconds', 0):.0f}", json.dumps({a: b for a, b in v.items() if a != "seconds"})
+            )
+            for k, v in r["setup"].items()
+        ),
+        "",
+        f"Budget: `{json.dumps(r['budget'])}`",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(r: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(r["text"])
+    keys = ["erasure", "residue", "specificity"]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    width = 0.8 / len(keys)
+    for j, k in enumerate(keys):
+        means = [r["text"][n]["mean"][k][0] for n in names]
+        stds = [r["text"][n]["mean"][k][1] for n in names]
+        ax.bar(np.arange(len(names)) + j * width, means, width, yerr=stds, label=k, capsize=2)
+    ax.set_xticks(np.arange(len(names)) + width, names, rotation=15, fontsize=8)
+    ax.set_ylabel("share of generations")
+    ax.set_title('Erasing "sneaker": erasure and residue (lower is better), specificity (higher)')
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_grid(grid: dict[str, torch.Tensor], path: Path) -> None:
+    """Rows: methods; columns: ``GRID_PROMPTS``; each cell the first two generations side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, cols = len(grid), len(GRID_PROMPTS)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.0 * rows + 0.8), squeeze=False)
+    for i, (name, images) in enumerate(grid.items()):
+        for j in range(cols):
+            cell = torch.cat(list(images[j, :2, 0]), dim=1)  # (32, 64)
+            ax = axes[i][j]
+            ax.imshow((cell + 1) / 2, cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(GRID_PROMPTS[j].replace("a photo of a ", "photo: "), fontsize=6)
+            if j == 0:
+                ax.set_ylabel(name, fontsize=6, rotation=0, ha="right", va="center")
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--setup-only", action="store_true")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--images", type=int, default=16, help="generations per prompt")
+    parser.add_argument("--out", default=str(ROOT / "results"))
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     env = setup(args.data, args.quick)
     log(f"set-up ready in {env['folder']}: {env['setup_info']}")
     if args.setup_only:
         return
+    run(env, args)
+
+
+def run(env, args) -> None:
+    from _common import versions, write_outputs
+
+    seeds = list(range(1 if args.quick else args.seeds))
+    n, steps, guidance = (4 if args.quick else args.images), 20, 3.0
+    budget = json.loads(json.dumps(BUDGET))
+    if args.quick:
+        budget["steps"] = 20
+    judge, pipe, data = env["judge"], env["pipe"], env["data"]
+    pipe.set_progress_bar_config(disable=True)
+    text_runs: dict[str, list[dict]] = {"Original": []}
+    infos: dict[str, list[dict]] = {}
+    grid: dict[str, torch.Tensor] = {}
+    for seed in seeds:
+        log(f"seed {seed}: original model")
+        text_runs["Original"].append(text_metrics(judge, pipe, seed, n, steps, guidance))
+        if seed == seeds[0]:
+            grid["Original"] = generate(pipe, GRID_PROMPTS, 2, 0, steps, guidance)
+        for name in TEXT_METHODS:
+            erased, info = run_text_method(name, pipe, seed, budget, data)
+            metrics = text_metrics(judge, erased, seed, n, steps, guidance)
+            log(
+                f"seed {seed} {name}: erasure {metrics['erasure']:.3f} residue {metrics['residue']:.3f} "
+                f"specificity {metrics['specificity']:.3f} ({info['seconds']:.1f} s)"
+            )
+            text_runs.setdefault(name, []).append(metrics)
+            infos.setdefault(name, []).append(info)
+            if seed == seeds[0]:
+                grid[name] = generate(erased, GRID_PROMPTS, 2, 0, steps, guidance)
+            del erased
+    keys = ["erasure", "residue", "specificity", "specificity_near", "specificity_far"]
+    text = {}
+    for name, runs in text_runs.items():
+        text[name] = {
+            "mean": aggregate(runs, keys),
+            "residue_per_category": {
+                c: float(np.mean([r["residue_per_category"][c] for r in runs])) for c in RESIDUE_PROMPTS
+            },
+            "runs": runs,
+        }
+        if name in infos:
+            text[name]["seconds"] = mean_std([i["seconds"] for i in infos[name]])
+            text[name]["stages"] = infos[name][0]["stages"]
+            text[name]["info"] = [i.get("summary") for i in infos[name]]
+
+    ddpm_runs: dict[str, list[dict]] = {"Original DDPM": [], "SalUn DDPM": []}
+    ddpm_seconds = []
+    for seed in seeds:
+        log(f"seed {seed}: class-conditional DDPM")
+        ddpm_runs["Original DDPM"].append(
+            ddpm_metrics(judge, env["ddpm"], env["ddpm_scheduler"], seed, n * 4, steps, guidance)
+        )
+        unet, info = run_salun_ddpm(env["ddpm"], env["ddpm_scheduler"], seed, budget, data)
+        ddpm_seconds.append(info["seconds"])
+        ddpm_runs["SalUn DDPM"].append(
+            ddpm_metrics(judge, unet, env["ddpm_scheduler"], seed, n * 4, steps, guidance)
+        )
+        log(f"seed {seed} SalUn DDPM: {ddpm_runs['SalUn DDPM'][-1]['erasure']:.3f}")
+    ddpm_keys = ["erasure", "specificity", "specificity_near", "specificity_far"]
+    ddpm = {name: {"mean": aggregate(runs, ddpm_keys), "runs": runs} for name, runs in ddpm_runs.items()}
+    ddpm["SalUn DDPM"]["seconds"] = mean_std(ddpm_seconds)
+
+    log("SD-1.5-shaped UNet timings")
+    sd15 = sd15_timings()
+    report = {
+        "seeds": seeds,
+        "images_per_prompt": n,
+        "sample_steps": steps,
+        "guidance_scale": guidance,
+        "budget": budget,
+        "setup": env["setup_info"],
+        "recipe": env["recipe"],
+        "prompts": {"erase": ERASE_PROMPTS, "residue": RESIDUE_PROMPTS, "other": other_prompts()},
+        "text": text,
+        "ddpm": ddpm,
+        "sd15": sd15,
+        "versions": versions(),
+    }
+    out = Path(args.out)
+    name = "diffusion_quick" if args.quick else "diffusion"
+    files = write_outputs(out, name, _jsonable(report), markdown(report), plot)
+    plot_grid(grid, out / f"{name}_grid.png")
+    log(f"wrote {[str(f) for f in files]} and {name}_grid.png")
+    print(markdown(report))
 
 
 if __name__ == "__main__":

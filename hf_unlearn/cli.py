@@ -169,6 +169,11 @@ def cmd_train(argv: list[str]) -> int:
     if not argv or argv[0].startswith("-"):
         raise ValueError("missing <method>: " + usage)
     entry = get_method(argv[0])
+    if entry.kind == "diffusion_trainer":
+        raise ValueError(
+            f"{entry.id} trains a diffusion UNet: run it from Python ({entry.cls.__name__}, with the UNet, "
+            "its noise scheduler and image datasets); the CLI trains language and vision classifiers only"
+        )
     if entry.kind != "trainer":
         raise ValueError(
             f"{entry.id} is a {entry.kind.replace('_', ' ')}, not a trainer: it changes no weights. Build it in "

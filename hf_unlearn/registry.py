@@ -30,6 +30,7 @@ METHODS: dict[str, str] = {
     "npo": "hf_unlearn.trainers.baselines:NPOTrainer",
     "realera": "hf_unlearn.pipelines.realera:RealEraPipeline",
     "salun": "hf_unlearn.trainers.salun:SalUnTrainer",
+    "salun_diffusion": "hf_unlearn.trainers.salun_diffusion:SalUnDiffusionTrainer",
     "ssd": "hf_unlearn.trainers.ssd:SSDTrainer",
 }
 

@@ -93,7 +93,8 @@ def round_trip_logits_processor(entry, tmp_path, data, tok, model):
 
 
 def round_trip_pipeline(entry, tmp_path):
-    from test_realera import generate, tiny_pipe
+    from test_realera import generate
+    from utils import tiny_pipe
 
     pipe = tiny_pipe()
     assert isinstance(pipe, entry.cls)
@@ -111,10 +112,39 @@ def round_trip_pipeline(entry, tmp_path):
     check_card(card.content, entry)
 
 
+def round_trip_diffusion_trainer(entry, tmp_path):
+    from diffusers import UNet2DModel
+    from utils import tiny_class_unet, tiny_ddpm_scheduler, tiny_image_dataset
+
+    unet = tiny_class_unet()
+    args = entry.config_cls(output_dir=str(tmp_path / "run"), **{**COMMON, "per_device_train_batch_size": 2})
+    trainer = entry.cls(
+        model=unet,
+        args=args,
+        noise_scheduler=tiny_ddpm_scheduler(),
+        forget_dataset=tiny_image_dataset(4, seed=1, class_labels=[0] * 4),
+        retain_dataset=tiny_image_dataset(4, seed=2, class_labels=[1, 2, 3, 1]),
+    )
+    before = {n: p.detach().clone() for n, p in unet.named_parameters()}
+    trainer.train()
+    assert any(not torch.equal(p, before[n]) for n, p in unet.named_parameters()), "no weight changed"
+    out = tmp_path / "saved"
+    trainer.save_model(str(out))
+    reloaded = UNet2DModel.from_pretrained(out).eval()
+    x, t, c = torch.randn(2, 3, 8, 8), torch.tensor([3, 50]), torch.tensor([0, 1])
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(x, t, c).sample, unet.eval()(x, t, c).sample, rtol=0, atol=1e-6)
+    card = ModelCard.load(out / "README.md")
+    assert card.data.library_name == "diffusers"
+    assert card.data.to_dict()["unlearning"]["method"] == entry.id
+    check_card(card.content, entry)
+
+
 ROUND_TRIPS = {
     "trainer": round_trip_trainer,
     "logits_processor": round_trip_logits_processor,
     "pipeline": round_trip_pipeline,
+    "diffusion_trainer": round_trip_diffusion_trainer,
 }
 
 
@@ -122,7 +152,7 @@ ROUND_TRIPS = {
 def test_unlearn_save_reload_and_card(entry, tmp_path):
     if entry.kind not in ROUND_TRIPS:
         pytest.fail(f"no save/reload round trip for methods of kind {entry.kind!r} ({entry.id})")
-    if entry.kind == "pipeline":
-        return round_trip_pipeline(entry, tmp_path)
+    if entry.kind in ("pipeline", "diffusion_trainer"):
+        return ROUND_TRIPS[entry.kind](entry, tmp_path)
     data, tok, model = demo_world()
     ROUND_TRIPS[entry.kind](entry, tmp_path, data, tok, model)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_realera import assert_bit_identical, generate, state, tiny_pipe
+from test_realera import assert_bit_identical, generate, state
+from utils import tiny_pipe
 
 from hf_unlearn.pipelines import RealEraConfig, RealEraPipeline, noise_alignment
 from hf_unlearn.pipelines.noise_alignment import alignment_loss, esd_parameters, esd_target, partial_denoise

@@ -7,10 +7,10 @@ import re
 
 import pytest
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from hub_server import hub_server, use_hub
 from huggingface_hub import ModelCard
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, HfArgumentParser
+from transformers import HfArgumentParser
+from utils import D_TEXT, MAX_LEN, tiny_pipe  # noqa: F401  (tiny Stable Diffusion components)
 
 from hf_unlearn.model_cards.pipeline_card import build_pipeline_card
 from hf_unlearn.papers import REALERA_PAPER, UCE_PAPER
@@ -21,78 +21,6 @@ from hf_unlearn.pipelines import (
     cross_attention_projections,
     mine_neighbours,
 )
-
-D_TEXT, MAX_LEN = 32, 12
-WORDS = "a photo of cat dog car tree painting by van gogh monet art animal".split()
-
-
-def tiny_clip_tokenizer() -> CLIPTokenizer:
-    """A CLIP BPE tokenizer over a few whole words (plus single letters), built in memory."""
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    vocab: dict[str, int] = {}
-    for t in ["<|startoftext|>", "<|endoftext|>", *letters, *(c + "</w>" for c in letters)]:
-        vocab.setdefault(t, len(vocab))
-    merges: list[tuple[str, str]] = []
-    for w in WORDS:
-        prefix = w[0]
-        for i, ch in enumerate(w[1:]):
-            right = ch + "</w>" if i == len(w) - 2 else ch
-            if (prefix, right) not in merges:
-                merges.append((prefix, right))
-            prefix += right
-            vocab.setdefault(prefix, len(vocab))
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=MAX_LEN)
-
-
-def tiny_pipe() -> RealEraPipeline:
-    torch.manual_seed(0)
-    tokenizer = tiny_clip_tokenizer()
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            hidden_size=D_TEXT,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            vocab_size=len(tokenizer),
-            max_position_embeddings=MAX_LEN,
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=1,
-        )
-    )
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        cross_attention_dim=D_TEXT,
-        layers_per_block=1,
-        attention_head_dim=8,
-        norm_num_groups=8,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-    )
-    vae = AutoencoderKL(
-        block_out_channels=(8, 16),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        latent_channels=4,
-        norm_num_groups=4,
-    )
-    pipe = RealEraPipeline(
-        vae=vae.eval(),
-        text_encoder=text_encoder.eval(),
-        tokenizer=tokenizer,
-        unet=unet.eval(),
-        scheduler=DDIMScheduler(beta_schedule="scaled_linear", clip_sample=False, steps_offset=1),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def generate(pipe, prompt="a photo of cat"):

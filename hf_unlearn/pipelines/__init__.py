@@ -1,6 +1,7 @@
-"""Diffusion concept erasure (issue 9, in progress): closed-form cross-attention editing (UCE / MACE /
-RealEra's edit), RealEra's neighbour-concept mining and beyond-concept samples, and ``RealEraPipeline``
-(stages 1–3 and plain UCE; the LoRA stage is not built yet)."""
+"""Diffusion concept erasure: ``RealEraPipeline`` (RealEra's four stages, and UCE / ESD-x as baselines on the
+same components), the closed-form cross-attention edit (UCE / MACE / RealEra), neighbour-concept mining and
+beyond-concept samples, the noise-prediction fine-tuning of the LoRA stage and of ESD, and the small
+MiniLM-conditioned text-to-image components of the benchmark and notebook."""
 
 from .closed_form import (
     TOKEN_SELECTIONS,

@@ -116,7 +116,7 @@ def partial_denoise(
 def _check_finite(loss: torch.Tensor, step: int, what: str) -> None:
     if not torch.isfinite(loss):
         raise FloatingPointError(
-            f"{what}: the loss is {float(loss)} at step {step}; lower the learning rate (the pipeline's "
+            f"{what}: the loss is {float(loss.detach())} at step {step}; lower the learning rate (the pipeline's "
             "weights were restored to their state before erase)"
         )
 

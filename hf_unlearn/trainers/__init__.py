@@ -23,6 +23,7 @@ from .iau import (
 )
 from .one_shot import OneShotTrainer
 from .salun import SalUnConfig, SalUnTrainer
+from .salun_diffusion import SalUnDiffusionConfig, SalUnDiffusionTrainer, sample_class_conditional
 from .ssd import SSDConfig, SSDTrainer
 
 __all__ = [
@@ -45,6 +46,8 @@ __all__ = [
     "NonFiniteLossError",
     "OneShotTrainer",
     "SalUnConfig",
+    "SalUnDiffusionConfig",
+    "SalUnDiffusionTrainer",
     "SalUnTrainer",
     "SSDConfig",
     "SSDTrainer",
@@ -52,4 +55,5 @@ __all__ = [
     "UnlearnConfig",
     "UnlearnTrainer",
     "gradient_restricted_loss",
+    "sample_class_conditional",
 ]
