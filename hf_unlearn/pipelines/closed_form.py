@@ -14,7 +14,9 @@ whose stationarity condition ∂L/∂W = 0 is
          ╰──────────────── M (d_in × d_in) ─────╯   ╰────────────── R (d_out × d_in) ───────────╯
 
 M is symmetric positive definite for λ > 0, so W' = R M⁻¹ exists and is unique; it is computed as
-W'ᵀ = solve(M, Rᵀ) in float32 (an fp16 factorisation of M is unstable: Σ c cᵀ overflows or loses rank).
+W' = R M⁻¹ with M prepared once for all layers (:class:`NormalEquations`: the Woodbury identity when there
+are fewer embedding rows than dimensions, else a Cholesky factorisation), in float64 whatever the model's
+dtype (an fp16 factorisation of M is unstable: Σ c cᵀ overflows or loses rank).
 
 UCE's erase target is v*_i = W0 c_anchor_i: the erased concept's tokens are sent to where the
 anchor's tokens ("", "art", a super-category) already go, for both to_k and to_v.
@@ -60,13 +62,14 @@ def closed_form_weight(
     lam: float = 0.5,
     erase_scale: float = 1.0,
     preserve_scale: float = 1.0,
+    solver: NormalEquations | None = None,
 ) -> torch.Tensor:
     """Minimiser W' of Eq. (1) in the module docstring, via the normal equations (2).
 
     weight: W0, (d_out, d_in); erase_embeddings: c_i, (n_e, d_in); erase_targets: v*_i,
     (n_e, d_out); preserve_embeddings: c_j, (n_p, d_in) or None. ``lam`` is λ (UCE's ``lamb``,
     default 0.5 as in UCE; MACE uses 1e3), ``erase_scale`` s_e, ``preserve_scale`` s_p (UCE 2023
-    used max(0.1, 1/#preserve)). Solved in float32 whatever the input dtype; returned as
+    used max(0.1, 1/#preserve)). Solved in float64 whatever the input dtype; returned as
     (d_out, d_in) in ``weight``'s dtype and device. Raises ValueError on bad shapes, non-finite
     input or λ <= 0.
     """
@@ -83,18 +86,73 @@ def closed_form_weight(
     if preserve_embeddings is not None:
         _check_matrix("preserve_embeddings", preserve_embeddings, d_in)
 
-    w0 = weight.detach().float()  # (d_out, d_in)
-    c_e = erase_embeddings.detach().to(w0.device, torch.float32)  # (n_e, d_in)
-    v_e = erase_targets.detach().to(w0.device, torch.float32)  # (n_e, d_out)
-    lhs = lam * torch.eye(d_in, device=w0.device) + erase_scale * c_e.T @ c_e  # M: (d_in, d_in)
+    w0 = weight.detach().double()  # (d_out, d_in)
+    c_e = erase_embeddings.detach().to(w0.device, torch.float64)  # (n_e, d_in)
+    v_e = erase_targets.detach().to(w0.device, torch.float64)  # (n_e, d_out)
     rhs = lam * w0 + erase_scale * v_e.T @ c_e  # R: (d_out, d_in)
     if preserve_embeddings is not None and preserve_embeddings.shape[0] > 0:
-        c_p = preserve_embeddings.detach().to(w0.device, torch.float32)  # (n_p, d_in)
-        lhs = lhs + preserve_scale * c_p.T @ c_p
+        c_p = preserve_embeddings.detach().to(w0.device, torch.float64)  # (n_p, d_in)
         rhs = rhs + preserve_scale * (c_p @ w0.T).T @ c_p  # Σ (W0 c_j) c_jᵀ: (d_out, d_in)
-    lhs = 0.5 * (lhs + lhs.T)  # exact symmetry against round-off
-    new = torch.linalg.solve(lhs, rhs.T).T  # W' M = R  ⇔  M W'ᵀ = Rᵀ (M symmetric): (d_out, d_in)
-    return new.to(weight.dtype)
+    if solver is None:
+        solver = NormalEquations(
+            erase_embeddings,
+            preserve_embeddings,
+            lam=lam,
+            erase_scale=erase_scale,
+            preserve_scale=preserve_scale,
+        )
+    return solver.solve(rhs).to(weight.dtype)
+
+
+class NormalEquations:
+    """W' = R M⁻¹ for M = λI + s_e Σ c_i c_iᵀ + s_p Σ c_j c_jᵀ of Eq. (2), prepared once for every layer.
+
+    M depends on the text embeddings only, not on the layer, so :func:`edit_cross_attention` builds this
+    once for all the UNet's projections. With C = [√s_e C_e; √s_p C_p] (n × d_in), M = λI + CᵀC:
+
+    - n < d_in (a few concepts and neighbours; the usual case): the Woodbury identity
+      M⁻¹ = (I − Cᵀ(λI_n + CCᵀ)⁻¹C) / λ, so W' = (R − (RCᵀ) K⁻¹ C) / λ with the n × n matrix
+      K = λI_n + CCᵀ factored once; O(d_out · d_in · n) per layer instead of O(d_out · d_in²);
+    - otherwise: a Cholesky factorisation of M itself.
+
+    Both in float64 (the Woodbury form divides by λ, which may be small). ``ValueError`` if the
+    factorisation fails.
+    """
+
+    def __init__(
+        self,
+        erase_embeddings: torch.Tensor,
+        preserve_embeddings: torch.Tensor | None = None,
+        *,
+        lam: float = 0.5,
+        erase_scale: float = 1.0,
+        preserve_scale: float = 1.0,
+    ):
+        _check_scales(lam, erase_scale, preserve_scale)
+        _check_matrix("erase_embeddings", erase_embeddings)
+        d_in = erase_embeddings.shape[1]
+        parts = [erase_scale**0.5 * erase_embeddings.detach().double()]
+        if preserve_embeddings is not None and preserve_embeddings.shape[0] > 0:
+            _check_matrix("preserve_embeddings", preserve_embeddings, d_in)
+            parts.append(
+                preserve_scale**0.5 * preserve_embeddings.detach().to(parts[0].device, torch.float64)
+            )
+        self.c = torch.cat(parts)  # C: (n, d_in)
+        self.lam, self.woodbury = lam, self.c.shape[0] < d_in
+        n = self.c.shape[0] if self.woodbury else d_in
+        small = self.c @ self.c.T if self.woodbury else self.c.T @ self.c  # CCᵀ (n × n) or CᵀC (d × d)
+        matrix = lam * torch.eye(n, dtype=torch.float64, device=self.c.device) + small
+        self.factor, info = torch.linalg.cholesky_ex(0.5 * (matrix + matrix.T))
+        if int(info) != 0:
+            raise ValueError("the normal matrix λI + Σ c cᵀ is not positive definite; nothing was edited")
+
+    def solve(self, rhs: torch.Tensor) -> torch.Tensor:
+        """R M⁻¹ for R (d_out, d_in), in float64."""
+        rhs = rhs.to(self.c.device, torch.float64)
+        if not self.woodbury:
+            return torch.cholesky_solve(rhs.T, self.factor).T  # M W'ᵀ = Rᵀ (M symmetric)
+        x = torch.cholesky_solve((rhs @ self.c.T).T, self.factor).T  # (R Cᵀ) K⁻¹: (d_out, n)
+        return (rhs - x @ self.c) / self.lam
 
 
 def cross_attention_projections(unet: nn.Module) -> dict[str, nn.Linear]:
@@ -160,11 +218,20 @@ def edit_cross_attention(
         )
     new_weights: dict[str, torch.Tensor] = {}
     changes: dict[str, float] = {}
+    solver = None  # M of Eq. (2) is the same for every layer: prepared once
     for name, linear in layers.items():
         w0 = linear.weight  # (d_out, d_text)
         if w0.shape[1] != erase_embeddings.shape[1]:
             raise ValueError(
                 f"{name} takes {w0.shape[1]}-d text embeddings, got {erase_embeddings.shape[1]}-d embeddings"
+            )
+        if solver is None:
+            solver = NormalEquations(
+                erase_embeddings.to(w0.device),
+                None if preserve_embeddings is None else preserve_embeddings.to(w0.device),
+                lam=lam,
+                erase_scale=erase_scale,
+                preserve_scale=preserve_scale,
             )
         anchors = anchor_embeddings.to(w0.device, torch.float32)  # (n_e, d_text)
         targets = anchors @ w0.float().T  # v* = W0 a: (n_e, d_out)
@@ -176,6 +243,7 @@ def edit_cross_attention(
             lam=lam,
             erase_scale=erase_scale,
             preserve_scale=preserve_scale,
+            solver=solver,
         )
         if not torch.isfinite(new).all():
             raise ValueError(
