@@ -148,3 +148,51 @@ def test_regularisation_embeddings_stacks_preserve_concepts():
 def test_output_dtype(dtype, expected):
     samples, _ = mine_neighbours(_embedding(16).to(dtype), 4, D1, BAND)
     assert samples.dtype == expected
+
+
+# ------------------------------------------------------------------ vocabulary beyond-concept samples
+def test_vocabulary_words_are_seeded_whole_words():
+    from transformers import BertTokenizerFast
+
+    from hf_unlearn.pipelines.neighbours import vocabulary_words
+
+    vocab = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        "shoe",
+        "##ing",
+        "a",
+        "bag",
+        "dress",
+        "x1y",
+        "coat",
+    ]
+    from tokenizers import Tokenizer, models
+
+    backend = Tokenizer(models.WordPiece({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
+    tok = BertTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+    words = vocabulary_words(tok, 4, seed=3)
+    assert sorted(words) == ["bag", "coat", "dress", "shoe"]  # no specials, pieces, short or non-alpha
+    assert vocabulary_words(tok, 2, seed=3) == words[:2] and vocabulary_words(tok, 4, seed=3) == words
+    with pytest.raises(ValueError, match="fewer than"):
+        vocabulary_words(tok, 5)
+
+
+def test_outside_band_keeps_only_dissimilar_candidates():
+    from hf_unlearn.pipelines.neighbours import outside_band
+
+    concept = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    # cosines to the two concept rows: (1, 0), (0.6, 0.8), (−1, 0)
+    candidates = torch.tensor([[2.0, 0.0], [0.6, 0.8], [-1.0, 0.0]])
+    assert outside_band(concept, candidates, 0.7).tolist() == [False, False, True]
+    assert outside_band(concept, candidates, 0.9).tolist() == [False, True, True]

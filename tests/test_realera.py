@@ -245,3 +245,49 @@ def test_push_to_hub_uploads_our_card_without_the_token():
         and 'RealEraPipeline.from_pretrained("user/realera-demo")' in readme
     )
     assert all(FAKE_TOKEN.encode() not in content for content in files.values())
+
+
+def test_vocabulary_beyond_samples_keep_their_mapping():
+    pipe = tiny_pipe()
+    config = RealEraConfig(
+        num_neighbours=2, num_beyond=8, beyond_source="vocabulary", lam=1e-4, cosine_low=0.5
+    )
+    w0 = {n: m.weight.clone() for n, m in cross_attention_projections(pipe.unet).items()}
+    summary = pipe.erase("cat", anchors="dog", config=config)
+    with torch.no_grad():
+        cat = token_row(pipe, "cat")
+    kept = 0
+    from hf_unlearn.pipelines.neighbours import outside_band, vocabulary_words
+
+    for word in vocabulary_words(pipe.tokenizer, 8, seed=50_000):
+        with torch.no_grad():
+            row = token_row(pipe, word)
+        if not outside_band(cat[None], row[None], 0.5).item():
+            continue
+        kept += 1
+        for name, layer in cross_attention_projections(pipe.unet).items():
+            torch.testing.assert_close(layer.weight @ row, w0[name] @ row, atol=2e-3, rtol=2e-3)
+    assert kept == summary["num_beyond"] > 0
+
+
+def test_erase_refuses_a_unet_without_cross_attention():
+    from diffusers import UNet2DConditionModel
+
+    pipe = tiny_pipe()
+    pipe.unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        norm_num_groups=8,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        mid_block_type="UNetMidBlock2D",
+        cross_attention_dim=D_TEXT,
+    )
+    before = state(pipe.unet)
+    for method in ("realera", "uce"):
+        with pytest.raises(ValueError, match="no cross-attention"):
+            pipe.erase("cat", method=method)
+    assert_bit_identical(pipe.unet, before)

@@ -176,6 +176,46 @@ def beyond_concept_samples(
     return samples.reshape(num, *concept_embedding.shape), stats
 
 
+def vocabulary_words(tokenizer, num: int, seed: int = 0, min_length: int = 3) -> list[str]:
+    """``num`` whole words of ``tokenizer``'s vocabulary (alphabetic, at least ``min_length`` letters, no
+    special or continuation pieces), drawn without replacement from a seeded permutation.
+
+    They are the candidates of the *vocabulary* beyond-concept samples: real concepts of the text
+    encoder, kept at their original mapping when they lie outside the concept's neighbourhood
+    (:func:`outside_band`). WordPiece continuations (``##ing``) and byte-level pieces are skipped;
+    CLIP's end-of-word marker ``</w>`` is stripped.
+    """
+    if num < 1:
+        raise ValueError(f"num must be >= 1, got {num}")
+    special = set(getattr(tokenizer, "all_special_tokens", []))
+    words = sorted(
+        {
+            w
+            for t in tokenizer.get_vocab()
+            if t not in special
+            and (w := t.removesuffix("</w>")).isascii()
+            and w.isalpha()
+            and len(w) >= min_length
+        }
+    )
+    if len(words) < num:
+        raise ValueError(f"the tokenizer has {len(words)} whole words, fewer than the {num} asked for")
+    order = torch.randperm(len(words), generator=torch.Generator().manual_seed(seed))[:num]
+    return [words[int(i)] for i in order]
+
+
+def outside_band(concept_rows: torch.Tensor, candidate_rows: torch.Tensor, cosine_low: float) -> torch.Tensor:
+    """Mask (N,) of the candidates whose cosine to *every* concept row is below S1 (``cosine_low``).
+
+    concept_rows: (R, d); candidate_rows: (N, d) — one row per candidate (its last subject token).
+    """
+    cos = (
+        torch.nn.functional.normalize(candidate_rows.float(), dim=-1)
+        @ torch.nn.functional.normalize(concept_rows.float(), dim=-1).T
+    )  # (N, R)
+    return (cos < cosine_low).all(dim=1)
+
+
 def regularisation_embeddings(
     beyond_samples: torch.Tensor, preserve_embeddings: Sequence[torch.Tensor] | torch.Tensor = ()
 ) -> torch.Tensor:

@@ -61,10 +61,13 @@ from .neighbours import (
     OUTSIDE_RULES,
     beyond_concept_samples,
     mine_neighbours,
+    outside_band,
     regularisation_embeddings,
+    vocabulary_words,
 )
 
 METHODS = ("realera", "uce", "esd-x", "esd-x-strict")
+BEYOND_SOURCES = ("perturbation", "vocabulary")
 LORA_FOLDER = "unet_lora"  # unmerged stage-4 adapters, one sub-folder each
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
 
@@ -97,6 +100,13 @@ class RealEraConfig:
     cosine_high: float = field(default=0.99, metadata={"help": "S2, upper end of the cosine band [S1, S2]."})
     num_beyond: int = field(
         default=8, metadata={"help": "Beyond-concept samples per erased concept, kept at W0·b (0: none)."}
+    )
+    beyond_source: str = field(
+        default="perturbation",
+        metadata={
+            "help": "Beyond-concept samples: 'perturbation' (perturbations of the concept outside the band) or "
+            "'vocabulary' (num_beyond words of the tokenizer's vocabulary whose cosine to the concept is < S1)."
+        },
     )
     beyond_rule: str = field(
         default="either",
@@ -222,6 +232,7 @@ class RealEraConfig:
             ("distribution", DISTRIBUTIONS),
             ("beyond_rule", OUTSIDE_RULES),
             ("token_selection", TOKEN_SELECTIONS),
+            ("beyond_source", BEYOND_SOURCES),
         ):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
@@ -482,7 +493,7 @@ class RealEraPipeline(StableDiffusionPipeline):
                     rows.append(nb.reshape(-1, nb.shape[-1]))  # (num · n, d)
                     full.append(_substitute(c_all, start, nb))
                     n_neighbours += config.num_neighbours
-                if realera and config.num_beyond > 0:
+                if realera and config.num_beyond > 0 and config.beyond_source == "perturbation":
                     sampler = {**self._sampler(config), "radius": None}  # beyond's own default radius, 2·D1
                     b, _ = beyond_concept_samples(
                         c_rows,
@@ -502,6 +513,14 @@ class RealEraPipeline(StableDiffusionPipeline):
             erase_full.append(full)
             anchor_full.append(a_all[None].expand_as(full))
             erase_group += [i] * len(full)
+
+        if realera and config.num_beyond > 0 and config.beyond_source == "vocabulary":
+            with _timed(seconds, "mining"):
+                rows, full = self._vocabulary_beyond(config, torch.cat([r[:1] for r in erase_rows]), mode)
+            beyond_rows.append(rows)
+            beyond_full.append(full)
+            beyond_group += [i % len(concept_states) for i in range(len(full))]
+            n_beyond += len(full)
 
         x0 = None
         if lora:  # the original model's own samples of each concept, before any edit
@@ -549,6 +568,29 @@ class RealEraPipeline(StableDiffusionPipeline):
                     )
                 )  # fmt: skip
         return summary
+
+    def _vocabulary_beyond(self, config, concept_rows, mode) -> tuple[torch.Tensor, torch.Tensor]:
+        """Beyond-concept samples from real words: ``num_beyond`` vocabulary words encoded as bare prompts,
+        those whose last-subject row has cosine < S1 to every concept row. Returns (their selected rows,
+        their full encodings (k, L, d))."""
+        words = vocabulary_words(self.tokenizer, config.num_beyond, seed=config.seed + 50_000)
+        tokens = [self._tokenize(w, "vocabulary word", allow_empty=True) for w in words]
+        ids, masks = torch.cat([t[0] for t in tokens]), torch.cat([t[1] for t in tokens])
+        device = self.text_encoder.device
+        use_mask = getattr(self.text_encoder.config, "use_attention_mask", False)
+        full = torch.cat(
+            [
+                self.text_encoder(
+                    ids[i : i + 256].to(device),
+                    attention_mask=masks[i : i + 256].to(device) if use_mask else None,
+                )[0].float()
+                for i in range(0, len(ids), 256)
+            ]
+        )  # (N, L, d)
+        last = torch.stack([full[k, t[2]] for k, t in enumerate(tokens)])  # (N, d)
+        keep = outside_band(concept_rows, last, config.cosine_low)
+        rows = [select_concept_tokens(full[k], tokens[k][2], mode) for k in keep.nonzero().flatten().tolist()]
+        return (torch.cat(rows) if rows else torch.empty(0, full.shape[-1])), full[keep]
 
     def _lora_stage(self, config, x0, erase_states, anchor_states, erase_group, keep_states, keep_group):
         """Stage 4: add a LoRA, train it (progress bar), merge it or keep it as an adapter."""
