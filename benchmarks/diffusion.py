@@ -482,7 +482,7 @@ def method_configs(budget: dict) -> dict:
         "UCE": ("uce", RealEraConfig(**common)),
         "RealEra (closed form)": ("realera", RealEraConfig(**common, **budget["realera"])),
         # ablation: the same beyond samples, no neighbours (what neighbour mining adds)
-        "RealEra, no neighbours": (
+        "RealEra without neighbours": (
             "realera",
             RealEraConfig(**common, **{**budget["realera"], "num_neighbours": 0}),
         ),
@@ -707,7 +707,7 @@ def sd15_timings(lora_steps: int = 2) -> dict:
 TEXT_METHODS = (
     "UCE",
     "RealEra (closed form)",
-    "RealEra, no neighbours",
+    "RealEra without neighbours",
     "RealEra + LoRA",
     "ESD-x",
     "SalUn",
@@ -887,7 +887,7 @@ def main(argv=None):
     parser.add_argument("--images", type=int, default=8, help="generations per prompt (per seed)")
     parser.add_argument("--out", default=str(ROOT / "results"))
     parser.add_argument("--budget", default="{}", help="JSON overrides of BUDGET (pilots; recorded)")
-    parser.add_argument("--methods", default=",".join(TEXT_METHODS), help="comma-separated text methods")
+    parser.add_argument("--methods", default=";".join(TEXT_METHODS), help="semicolon-separated text methods")
     parser.add_argument("--skip-ddpm", action="store_true")
     parser.add_argument("--skip-sd15", action="store_true")
     args = parser.parse_args(argv)
@@ -909,7 +909,7 @@ def run(env, args) -> None:
         budget["steps"] = 20
     for key, value in json.loads(args.budget).items():
         budget[key] = {**budget[key], **value} if isinstance(value, dict) else value
-    methods = [m for m in args.methods.split(",") if m]
+    methods = [m.strip() for m in args.methods.split(";") if m.strip()]
     judge, pipe, data = env["judge"], env["pipe"], env["data"]
     pipe.set_progress_bar_config(disable=True)
     text_runs: dict[str, list[dict]] = {"Original": []}
