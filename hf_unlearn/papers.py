@@ -118,6 +118,18 @@ UCE_PAPER = Paper(
 }""",
 )
 
+# continual instruction tuning against superficial and essential forgetting (RegLoRA, ASD)
+SEFE_PAPER = Paper(
+    title="SEFE: Superficial and Essential Forgetting Eliminator for Multimodal Continual Instruction Tuning",
+    arxiv_id="2505.02486",
+    bibtex="""@inproceedings{chen2025sefe,
+  title     = {{SEFE}: Superficial and Essential Forgetting Eliminator for Multimodal Continual Instruction Tuning},
+  author    = {Chen, Jinpeng and Cong, Runmin and Zhao, Yuzhi and Yang, Hongzheng and Hu, Guangneng and Ip, Horace H. S. and Kwong, Sam},
+  booktitle = {International Conference on Machine Learning},
+  year      = {2025}
+}""",
+)
+
 # fine-tuning the cross-attention with negative guidance (RealEraPipeline's method="esd-x")
 ESD_PAPER = Paper(
     title="Erasing Concepts from Diffusion Models",

@@ -1,0 +1,253 @@
+"""RegLoRA (SEFE, Chen et al., "SEFE: Superficial and Essential Forgetting Eliminator for Multimodal
+Continual Instruction Tuning", ICML 2025, arXiv 2505.02486): a LoRA regulariser against *essential*
+forgetting in continual instruction tuning. (In progress: the task-sequence helper, the card per task and
+Answer Style Diversification are not built yet.)
+
+After task t, the *key elements* of each LoRA update ΔW_t = B_t A_t are its top M % entries by |ΔW_t|
+within the matrix (unscaled: the α/r factor does not change the ranking; M = 2 %). They join the key set
+S_{≤t} of earlier tasks (:func:`update_key_set`: a true set by default, the reference's duplicated
+concatenation with ``unique=False``). While task t+1 trains a fresh LoRA (B, A) on the merged weights,
+
+    L = L_CE + λ · L_reg,   L_reg = (1 / |R|) Σ_{m ∈ R} mean_{(i, j) ∈ S_m} |(B_m A_m)_{ij}|,   λ = 2.5e3,
+
+R the modules with key elements (the reference divides by a hard-coded 224 = 32 layers × 7 modules of
+LLaMA-7B; here |R| is derived). (BA)_{ij} = Σ_k B_{ik} A_{kj} is gathered without forming BA:
+``(B[rows] * A[:, cols].T).sum(-1)`` (:func:`gathered_update`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from ..importance.io import load_safetensors_checked
+from ..papers import SEFE_PAPER
+from .base import MethodTrainer, UnlearnConfig
+
+KEY_SET_FILE = "reglora_key_set.safetensors"
+
+
+# ------------------------------------------------------------------------------------- the maths
+def key_elements(delta: torch.Tensor, ratio: float) -> torch.Tensor:
+    """(K, 2) (row, col) indices of the top ``ratio`` % entries of |ΔW| (K = ⌊ratio/100 · rows · cols⌋),
+    ordered by decreasing |ΔW| (ties by position)."""
+    if delta.ndim != 2:
+        raise ValueError(f"ΔW must be a matrix, got shape {tuple(delta.shape)}")
+    _check_ratio(ratio)
+    k = int(ratio / 100 * delta.numel())
+    if k == 0:
+        return torch.empty(0, 2, dtype=torch.long)
+    flat = delta.detach().abs().flatten().float()
+    top = torch.sort(flat, descending=True, stable=True).indices[:k]
+    return torch.stack([top // delta.shape[1], top % delta.shape[1]], dim=1)
+
+
+def update_key_set(
+    old: dict[str, torch.Tensor], new: dict[str, torch.Tensor], unique: bool = True
+) -> dict[str, torch.Tensor]:
+    """S_{≤t} = S_{<t} ∪ S_t per module: a true set (sorted, ``unique=True``) or the reference's
+    concatenation, whose duplicates weigh more in the mean (``unique=False``)."""
+    out = {}
+    for name in dict.fromkeys([*old, *new]):
+        parts = [x for x in (old.get(name), new.get(name)) if x is not None]
+        joined = torch.cat(parts) if parts else torch.empty(0, 2, dtype=torch.long)
+        out[name] = torch.unique(joined, dim=0) if unique and len(joined) else joined
+    return out
+
+
+def gathered_update(lora_b: torch.Tensor, lora_a: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """(BA)_{ij} at the (K, 2) ``indices`` without materialising BA: B (out, r), A (r, in) → (K,)."""
+    rows, cols = indices[:, 0], indices[:, 1]
+    return (lora_b[rows] * lora_a[:, cols].T).sum(-1)
+
+
+def reg_penalty(
+    pairs: dict[str, tuple[torch.Tensor, torch.Tensor]], key_set: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    """L_reg: the mean over modules with key elements of mean |(BA)_S|; ``pairs`` maps a module to (B, A)."""
+    terms = [
+        gathered_update(*pairs[name], idx.to(pairs[name][0].device)).abs().mean()
+        for name, idx in key_set.items()
+        if len(idx)
+    ]
+    if not terms:
+        return torch.zeros((), device=next(iter(pairs.values()))[0].device) if pairs else torch.zeros(())
+    return torch.stack(terms).mean()
+
+
+# ------------------------------------------------------------------------------------ LoRA access
+def lora_pairs(model, adapter: str | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{module name: (B, A)} of every LoRA-wrapped linear layer of ``model`` for ``adapter`` (default: the
+    active one). Names are those of the base model's modules, so they stay valid after a merge.
+    ``ValueError`` for a model without LoRA layers."""
+    pairs = {}
+    for name, module in model.named_modules():
+        lora_a, lora_b = getattr(module, "lora_A", None), getattr(module, "lora_B", None)
+        if not isinstance(lora_a, torch.nn.ModuleDict) or not len(lora_a):
+            continue
+        key = adapter or _active_adapter(module)
+        if key not in lora_a:
+            continue
+        pairs[_base_name(name)] = (lora_b[key].weight, lora_a[key].weight)
+    if not pairs:
+        raise ValueError(
+            f"{type(model).__name__} has no LoRA layers{f' for adapter {adapter!r}' if adapter else ''}: "
+            "RegLoRA regularises a PEFT LoRA model (peft.get_peft_model(model, LoraConfig(...)))"
+        )
+    return pairs
+
+
+def identify_key_elements(model, ratio: float = 2.0, adapter: str | None = None) -> dict[str, torch.Tensor]:
+    """S_t: the key elements of every LoRA update ΔW = BA (unscaled) of ``model``."""
+    with torch.no_grad():
+        return {
+            name: key_elements(b.float() @ a.float(), ratio)
+            for name, (b, a) in lora_pairs(model, adapter).items()
+        }
+
+
+def module_shapes(model, adapter: str | None = None) -> dict[str, list[int]]:
+    return {name: [b.shape[0], a.shape[1]] for name, (b, a) in lora_pairs(model, adapter).items()}
+
+
+def save_key_set(path, key_set: dict[str, torch.Tensor], shapes: dict[str, list[int]], **meta) -> None:
+    """The key set as safetensors (one (K, 2) int64 tensor per module), with each module's (out, in) shape
+    in the metadata so that :func:`load_key_set` can refuse a key set of another model."""
+    info = {"shapes": json.dumps(shapes), **{k: json.dumps(v) for k, v in meta.items()}}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file({n: t.contiguous().long().cpu() for n, t in key_set.items()}, str(path), info)
+
+
+def load_key_set(path, shapes: dict[str, list[int]]) -> dict[str, torch.Tensor]:
+    """Read a key set for a model whose LoRA modules have ``shapes``; ``ValueError`` when it names other
+    modules, other shapes, or indices outside a module."""
+    tensors, meta = load_safetensors_checked(Path(path), "RegLoRA key set")
+    saved = json.loads(meta.get("shapes", "{}"))
+    if set(tensors) != set(shapes) or any(list(saved.get(n, [])) != list(s) for n, s in shapes.items()):
+        missing, extra = sorted(set(shapes) - set(tensors)), sorted(set(tensors) - set(shapes))
+        raise ValueError(
+            f"RegLoRA key set {path} was computed for another model or module list (missing {missing[:3]}, "
+            f"unexpected {extra[:3]}, or other shapes): use the key set of this architecture's earlier tasks"
+        )
+    for n, idx in tensors.items():
+        if (
+            idx.ndim != 2
+            or idx.shape[1] != 2
+            or (len(idx) and (idx.min() < 0 or (idx.max(0).values >= torch.tensor(shapes[n])).any()))
+        ):
+            raise ValueError(
+                f"RegLoRA key set {path}: the indices of {n} are not (row, col) pairs inside {shapes[n]}"
+            )
+    return {n: t.long() for n, t in tensors.items()}
+
+
+# ------------------------------------------------------------------------------------- the trainer
+@dataclass
+class RegLoRAConfig(UnlearnConfig):
+    """``TrainingArguments`` of one task of a sequence (SEFE reference defaults where they exist)."""
+
+    key_ratio: float = field(
+        default=2.0, metadata={"help": "M: key elements per LoRA matrix, in % of its entries, in (0, 100]."}
+    )
+    reg_weight: float = field(
+        default=2.5e3, metadata={"help": "λ of L = CE + λ·L_reg (reference: 2.5e3), >= 0."}
+    )
+    unique_keys: bool = field(
+        default=True,
+        metadata={"help": "Key set as a true set (else the reference's concatenation with duplicates)."},
+    )
+    key_set_path: str | None = field(
+        default=None, metadata={"help": "Key set of the earlier tasks (safetensors); None: the first task."}
+    )
+    learning_rate: float = field(default=2e-4, metadata={"help": "Learning rate (SEFE/LLaVA LoRA: 2e-4)."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_ratio(self.key_ratio)
+        if not (0 <= self.reg_weight < math.inf):
+            raise ValueError(f"reg_weight (λ) must be a finite number >= 0, got {self.reg_weight}")
+
+
+class RegLoRATrainer(MethodTrainer):
+    """One task of a continual sequence on a PEFT LoRA model: CE + λ · L_reg over the earlier tasks' key set.
+
+    ``key_set`` (or ``args.key_set_path``) holds S_{<t}; without one this is the first task (CE only). After
+    ``train()``, :meth:`next_key_set` gives S_{≤t}; ``save_model`` and every checkpoint store the key set the
+    run was regularised with (``reglora_key_set.safetensors``), reloaded on resume.
+    """
+
+    _name = "reglora"
+    _paper = SEFE_PAPER
+    _tag_names = ["reglora", "sefe", "continual-learning"]
+    config_class = RegLoRAConfig
+
+    def __init__(self, model, args: RegLoRAConfig | None = None, *rest, key_set=None, **kwargs):
+        args = self.checked_args(args)
+        self.shapes = module_shapes(model)  # raises for a model without LoRA, before anything else
+        if key_set is None and args.key_set_path:
+            key_set = load_key_set(args.key_set_path, self.shapes)
+        if key_set is not None:
+            extra = sorted(set(key_set) - set(self.shapes))
+            if extra:
+                raise ValueError(f"the key set names modules the model's LoRA does not have: {extra[:3]}")
+        self.key_set = {n: t.long() for n, t in (key_set or {}).items()}
+        super().__init__(model, args, *rest, **kwargs)
+
+    def unlearning_loss(self, model, inputs) -> tuple[torch.Tensor, dict]:
+        ce = model(**inputs).loss
+        if not self.key_set or self.args.reg_weight == 0:
+            return ce, {"ce": ce.detach()}
+        reg = reg_penalty(lora_pairs(self.accelerator.unwrap_model(model)), self.key_set)
+        return ce + self.args.reg_weight * reg, {"ce": ce.detach(), "reg": reg.detach()}
+
+    def next_key_set(self) -> dict[str, torch.Tensor]:
+        """S_{≤t} = S_{<t} ∪ key elements of this task's LoRA (call after ``train()``, before merging)."""
+        new = identify_key_elements(self.accelerator.unwrap_model(self.model), self.args.key_ratio)
+        return update_key_set(self.key_set, new, unique=self.args.unique_keys)
+
+    def _save_key_set(self, folder) -> None:
+        save_key_set(Path(folder) / KEY_SET_FILE, self.key_set, self.shapes, key_ratio=self.args.key_ratio)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            folder = Path(self._get_output_dir(trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            self._save_key_set(folder)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        super().save_model(output_dir, _internal_call)
+        if self.args.should_save:
+            self._save_key_set(output_dir or self.args.output_dir)
+
+    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        if resume_from_checkpoint is True:
+            from transformers.trainer_utils import get_last_checkpoint
+
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+        if resume_from_checkpoint and (Path(resume_from_checkpoint) / KEY_SET_FILE).is_file():
+            self.key_set = load_key_set(Path(resume_from_checkpoint) / KEY_SET_FILE, self.shapes)
+        return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
+
+
+def _check_ratio(ratio: float) -> None:
+    if not (0 < ratio <= 100):
+        raise ValueError(f"the key-element ratio M must be a percentage in (0, 100], got {ratio}")
+
+
+def _active_adapter(module) -> str:
+    active = getattr(module, "active_adapter", None) or getattr(module, "active_adapters", None)
+    if isinstance(active, (list, tuple)):
+        active = active[0] if active else None
+    return active or "default"
+
+
+def _base_name(name: str) -> str:
+    """The base model's module name of a PEFT-wrapped layer (``base_model.model.`` prefix dropped)."""
+    return name.removeprefix("base_model.model.")
