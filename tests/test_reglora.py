@@ -184,3 +184,40 @@ def test_config_parses_with_hf_argument_parser(tmp_path):
         ["--output_dir", str(tmp_path), "--key_ratio", "5", "--reg_weight", "100", "--unique_keys", "false"]
     )
     assert config.key_ratio == 5 and config.reg_weight == 100 and config.unique_keys is False
+
+
+def test_task_sequence_trains_merges_and_scores_every_task(tmp_path):
+    from hf_unlearn.trainers.reglora import run_task_sequence
+
+    data, tok, model = demo_world()
+    rows = tokenize_qa_dataset(data["retain"], tok, 64)
+    tasks = [("first", rows.select(range(8))), ("second", rows.select(range(8, 16)))]
+    calls = []
+
+    def evaluate(m, name):
+        calls.append(name)
+        return 0.5
+
+    def make_args(t, name):
+        return RegLoRAConfig(
+            output_dir=str(tmp_path / name), max_steps=2, per_device_train_batch_size=4, report_to=[],
+            save_strategy="no", disable_tqdm=True, key_ratio=5.0,
+        )  # fmt: skip
+
+    out = run_task_sequence(
+        model, tasks, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"]), make_args, evaluate,
+        data_collator=QACollator(tok.pad_token_id),
+    )  # fmt: skip
+    assert out["accuracy"] == [[0.5], [0.5, 0.5]] and calls == ["first", "first", "second"]
+    assert out["metrics"] == {"MFN": 0.5, "MAA": 0.5, "BWT": 0.0}
+    assert not any("lora_" in n for n, _ in out["model"].named_parameters())  # merged
+    assert out["key_elements"][1] >= out["key_elements"][0] > 0
+    card = (tmp_path / "second" / "README.md").read_text()
+    assert (
+        "Tasks trained before this one, in order: `first`" in card
+        and "Key elements held from earlier" in card
+    )
+    assert "machine unlearning" not in card and "arxiv.org/abs/2505.02486" in card
+    first = (tmp_path / "first" / "README.md").read_text()
+    assert "none (this is the first task)" in first and "Key elements held from earlier tasks: 0" in first
+    assert (tmp_path / "second" / KEY_SET_FILE).is_file()

@@ -54,6 +54,7 @@ CARD_TEMPLATES = {
     "trainer": "unlearn_card.md",
     "logits_processor": "guard_card.md",
     "pipeline": "pipeline_card.md",
+    "continual": "continual_card.md",
 }
 TEMPLATE_PATH = TEMPLATES_DIR / CARD_TEMPLATES["trainer"]
 

@@ -1,7 +1,7 @@
 """RegLoRA (SEFE, Chen et al., "SEFE: Superficial and Essential Forgetting Eliminator for Multimodal
 Continual Instruction Tuning", ICML 2025, arXiv 2505.02486): a LoRA regulariser against *essential*
-forgetting in continual instruction tuning. (In progress: the task-sequence helper, the card per task and
-Answer Style Diversification are not built yet.)
+forgetting in continual instruction tuning. :func:`run_task_sequence` runs a whole sequence (train, identify,
+merge, next); Answer Style Diversification is :mod:`hf_unlearn.data.asd`.
 
 After task t, the *key elements* of each LoRA update ΔW_t = B_t A_t are its top M % entries by |ΔW_t|
 within the matrix (unscaled: the α/r factor does not change the ranking; M = 2 %). They join the key set
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,6 +166,10 @@ class RegLoRAConfig(UnlearnConfig):
         default=None, metadata={"help": "Key set of the earlier tasks (safetensors); None: the first task."}
     )
     learning_rate: float = field(default=2e-4, metadata={"help": "Learning rate (SEFE/LLaVA LoRA: 2e-4)."})
+    task_name: str = field(default="task", metadata={"help": "This task's name (on the model card)."})
+    previous_tasks: list[str] = field(
+        default_factory=list, metadata={"help": "The tasks trained before this one, in order (on the card)."}
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -210,6 +215,58 @@ class RegLoRATrainer(MethodTrainer):
         new = identify_key_elements(self.accelerator.unwrap_model(self.model), self.args.key_ratio)
         return update_key_set(self.key_set, new, unique=self.args.unique_keys)
 
+    def create_model_card(self, model_name=None, tags=None, output_dir: str | None = None, **kwargs):
+        """This task's card (``README.md``): the task, the tasks before it, the key elements held, every
+        changed setting, the paper; no tokens or paths of the training data."""
+        if not self.is_world_process_zero():
+            return
+        from huggingface_hub import ModelCardData
+
+        from ..model_cards.card import config_diff, library_versions, looks_like_hub_id, redact, render_card
+
+        a = self.args
+        plain = self.accelerator.unwrap_model(self.model)
+        plain = getattr(plain, "get_base_model", lambda: plain)()
+        base = str(getattr(getattr(plain, "config", None), "_name_or_path", "") or "")
+        hub_id = base if looks_like_hub_id(base) else None
+        held = sum(len(t) for t in self.key_set.values())
+        title = redact(model_name or a.hub_model_id or Path(output_dir or a.output_dir).name)
+        data = ModelCardData(
+            library_name="peft",
+            base_model=hub_id,
+            tags=list(dict.fromkeys(["hf_unlearn", "continual-learning", *self._tag_names, *(tags or [])])),
+            continual={
+                "method": self._name,
+                "paper": f"arxiv:{self._paper.arxiv_id}",
+                "task": a.task_name,
+                "previous_tasks": list(a.previous_tasks),
+                "key_elements": held,
+            },
+        )
+        card = render_card(
+            "continual",
+            data,
+            title=title,
+            method_name="RegLoRA",
+            paper=self._paper,
+            task=redact(a.task_name),
+            previous=[redact(t) for t in a.previous_tasks],
+            base_hub_id=hub_id,
+            base_label=redact(Path(base).name) if base else "a model built in code",
+            architecture=type(plain).__name__,
+            key_elements=f"{held:,}",
+            key_modules=sum(1 for t in self.key_set.values() if len(t)),
+            key_ratio=a.key_ratio,
+            key_union="a true set" if a.unique_keys else "concatenated with duplicates",
+            reg_weight=f"{a.reg_weight:g}",
+            settings=[(redact(str(k)), redact(str(v))) for k, v in config_diff(a).items()],
+            versions=library_versions(),
+            bibtex=self._paper.bibtex.strip(),
+        )
+        out = Path(output_dir or a.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        card.save(out / "README.md")
+
     def _save_key_set(self, folder) -> None:
         save_key_set(Path(folder) / KEY_SET_FILE, self.key_set, self.shapes, key_ratio=self.args.key_ratio)
 
@@ -234,6 +291,51 @@ class RegLoRATrainer(MethodTrainer):
         if resume_from_checkpoint and (Path(resume_from_checkpoint) / KEY_SET_FILE).is_file():
             self.key_set = load_key_set(Path(resume_from_checkpoint) / KEY_SET_FILE, self.shapes)
         return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
+
+
+def run_task_sequence(
+    model,
+    tasks: list[tuple[str, object]],
+    lora_config,
+    make_args: Callable[[int, str], RegLoRAConfig],
+    evaluate: Callable[[object, str], float],
+    data_collator=None,
+    key_set: dict[str, torch.Tensor] | None = None,
+) -> dict:
+    """Train ``tasks`` ([(name, train_dataset), ...]) one after another: for each, a fresh LoRA
+    (``lora_config``) on the merged model, a :class:`RegLoRATrainer` with the key set of the tasks before
+    it (``make_args(t, name)`` gives its config; ``reg_weight=0`` is plain sequential LoRA), ``save_model``
+    into its ``output_dir`` (weights, key set, card), the key set updated, the LoRA merged, and every task
+    seen so far scored with ``evaluate(model, name)``. Returns the accuracy triangle, MFN/MAA/BWT, the final
+    model and key set, and the number of key elements after each task.
+    """
+    from peft import get_peft_model
+
+    from ..evaluation.continual import continual_metrics
+
+    accuracy, held = [], []
+    key_set = dict(key_set or {})
+    for t, (name, dataset) in enumerate(tasks):
+        args = make_args(t, name)
+        args.task_name, args.previous_tasks = name, [n for n, _ in tasks[:t]]
+        peft_model = get_peft_model(model, lora_config)
+        trainer = RegLoRATrainer(
+            model=peft_model, args=args, train_dataset=dataset, data_collator=data_collator, key_set=key_set
+        )
+        trainer.train()
+        trainer.save_model()
+        key_set = trainer.next_key_set()
+        held.append(sum(len(v) for v in key_set.values()))
+        model = peft_model.merge_and_unload()
+        model.eval()
+        accuracy.append([float(evaluate(model, n)) for n, _ in tasks[: t + 1]])
+    return {
+        "accuracy": accuracy,
+        "metrics": continual_metrics(accuracy),
+        "model": model,
+        "key_set": key_set,
+        "key_elements": held,
+    }
 
 
 def _check_ratio(ratio: float) -> None:
