@@ -30,6 +30,8 @@ _EXPORTS = {
     "GradientRestrictionTrainer": "trainers",
     "SalUnConfig": "trainers",
     "SalUnTrainer": "trainers",
+    "RegLoRAConfig": "trainers",
+    "RegLoRATrainer": "trainers",
     "SalUnDiffusionConfig": "trainers",
     "SalUnDiffusionTrainer": "trainers",
     "SSDTrainer": "trainers",

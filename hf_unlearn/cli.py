@@ -169,6 +169,11 @@ def cmd_train(argv: list[str]) -> int:
     if not argv or argv[0].startswith("-"):
         raise ValueError("missing <method>: " + usage)
     entry = get_method(argv[0])
+    if entry.kind == "continual_trainer":
+        raise ValueError(
+            f"{entry.id} tunes a LoRA model on one task of a sequence: run it from Python ({entry.cls.__name__} "
+            "or hf_unlearn.trainers.reglora.run_task_sequence); the CLI runs the unlearning trainers"
+        )
     if entry.kind == "diffusion_trainer":
         raise ValueError(
             f"{entry.id} trains a diffusion UNet: run it from Python ({entry.cls.__name__}, with the UNet, "

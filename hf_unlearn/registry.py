@@ -29,6 +29,7 @@ METHODS: dict[str, str] = {
     "idk": "hf_unlearn.trainers.baselines:IDKTrainer",
     "npo": "hf_unlearn.trainers.baselines:NPOTrainer",
     "realera": "hf_unlearn.pipelines.realera:RealEraPipeline",
+    "reglora": "hf_unlearn.trainers.reglora:RegLoRATrainer",
     "salun": "hf_unlearn.trainers.salun:SalUnTrainer",
     "salun_diffusion": "hf_unlearn.trainers.salun_diffusion:SalUnDiffusionTrainer",
     "ssd": "hf_unlearn.trainers.ssd:SSDTrainer",

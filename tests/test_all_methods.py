@@ -8,6 +8,8 @@ registers (and a new kind of method fails here until it gets a round trip).
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from huggingface_hub import ModelCard
@@ -140,11 +142,41 @@ def round_trip_diffusion_trainer(entry, tmp_path):
     check_card(card.content, entry)
 
 
+def round_trip_continual_trainer(entry, tmp_path, data, tok, model):
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from hf_unlearn.data.qa import QACollator, tokenize_qa_dataset
+
+    base = copy.deepcopy(model)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    args = entry.config_cls(output_dir=str(tmp_path / "run"), **COMMON)
+    trainer = entry.cls(
+        model=peft_model,
+        args=args,
+        train_dataset=tokenize_qa_dataset(data["retain"], tok, 64),
+        data_collator=QACollator(tok.pad_token_id),
+    )
+    trainer.train()
+    out = tmp_path / "saved"
+    trainer.save_model(str(out))
+    reloaded = PeftModel.from_pretrained(base, out).eval()
+    ids, mask = prompts(tok, data["retain"]["question"][:4])
+    peft_model.eval()
+    with torch.no_grad():
+        expected = peft_model(input_ids=ids, attention_mask=mask).logits
+        got = reloaded(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    card = ModelCard.load(out / "README.md")
+    assert card.data.to_dict()["continual"]["method"] == entry.id
+    check_card(card.content, entry)
+
+
 ROUND_TRIPS = {
     "trainer": round_trip_trainer,
     "logits_processor": round_trip_logits_processor,
     "pipeline": round_trip_pipeline,
     "diffusion_trainer": round_trip_diffusion_trainer,
+    "continual_trainer": round_trip_continual_trainer,
 }
 
 

@@ -22,6 +22,7 @@ from .iau import (
     gradient_restricted_loss,
 )
 from .one_shot import OneShotTrainer
+from .reglora import RegLoRAConfig, RegLoRATrainer, run_task_sequence
 from .salun import SalUnConfig, SalUnTrainer
 from .salun_diffusion import SalUnDiffusionConfig, SalUnDiffusionTrainer, sample_class_conditional
 from .ssd import SSDConfig, SSDTrainer
@@ -45,6 +46,8 @@ __all__ = [
     "NPOTrainer",
     "NonFiniteLossError",
     "OneShotTrainer",
+    "RegLoRAConfig",
+    "RegLoRATrainer",
     "SalUnConfig",
     "SalUnDiffusionConfig",
     "SalUnDiffusionTrainer",
@@ -55,5 +58,6 @@ __all__ = [
     "UnlearnConfig",
     "UnlearnTrainer",
     "gradient_restricted_loss",
+    "run_task_sequence",
     "sample_class_conditional",
 ]

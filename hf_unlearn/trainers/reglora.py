@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 
 from ..importance.io import load_safetensors_checked
 from ..papers import SEFE_PAPER
+from ..registry import register_method
 from .base import MethodTrainer, UnlearnConfig
 
 KEY_SET_FILE = "reglora_key_set.safetensors"
@@ -178,6 +179,7 @@ class RegLoRAConfig(UnlearnConfig):
             raise ValueError(f"reg_weight (λ) must be a finite number >= 0, got {self.reg_weight}")
 
 
+@register_method("continual_trainer", RegLoRAConfig)
 class RegLoRATrainer(MethodTrainer):
     """One task of a continual sequence on a PEFT LoRA model: CE + λ · L_reg over the earlier tasks' key set.
 
