@@ -538,16 +538,16 @@ def salun_rows(data, n_forget, n_retain, seed, text: bool):
     return rows(forget_idx, True), rows(retain_idx, False)
 
 
-def run_salun_text(pipe, seed, budget, data) -> dict:
-    from hf_unlearn.trainers.salun_diffusion import SalUnDiffusionConfig, SalUnDiffusionTrainer
+def salun_args(run: str, seed: int, budget: dict, retain_weight: float):
+    """The SalUn config of both SalUn runs (same steps, batch, lr and mask ratio; their own retain weight)."""
+    from hf_unlearn.trainers.salun_diffusion import SalUnDiffusionConfig
 
-    forget, retain = salun_rows(data, 256, 2048, seed, text=True)
-    args = SalUnDiffusionConfig(
-        output_dir=str(CACHE / "runs" / f"salun_text_{seed}"),
+    return SalUnDiffusionConfig(
+        output_dir=str(CACHE / "runs" / run),
         max_steps=budget["steps"],
         per_device_train_batch_size=8,
         learning_rate=budget["salun_lr"],
-        retain_weight=budget["salun_retain_weight"],
+        retain_weight=retain_weight,
         mask_ratio=0.5,
         seed=seed,
         save_strategy="no",
@@ -555,6 +555,13 @@ def run_salun_text(pipe, seed, budget, data) -> dict:
         logging_steps=50,
         disable_tqdm=True,
     )
+
+
+def run_salun_text(pipe, seed, budget, data) -> dict:
+    from hf_unlearn.trainers.salun_diffusion import SalUnDiffusionTrainer
+
+    forget, retain = salun_rows(data, 256, 2048, seed, text=True)
+    args = salun_args(f"salun_text_{seed}", seed, budget, budget["salun_retain_weight"])
     trainer = SalUnDiffusionTrainer(
         model=pipe.unet,
         args=args,
@@ -607,23 +614,11 @@ def ddpm_metrics(judge, unet, scheduler, seed, n, steps, guidance) -> dict:
 
 
 def run_salun_ddpm(unet, scheduler, seed, budget, data) -> tuple[object, dict]:
-    from hf_unlearn.trainers.salun_diffusion import SalUnDiffusionConfig, SalUnDiffusionTrainer
+    from hf_unlearn.trainers.salun_diffusion import SalUnDiffusionTrainer
 
     unet = copy.deepcopy(unet)
     forget, retain = salun_rows(data, 256, 2048, seed, text=False)
-    args = SalUnDiffusionConfig(
-        output_dir=str(CACHE / "runs" / f"salun_ddpm_{seed}"),
-        max_steps=budget["steps"],
-        per_device_train_batch_size=8,
-        learning_rate=budget["salun_lr"],
-        retain_weight=budget["salun_ddpm_retain_weight"],
-        mask_ratio=0.5,
-        seed=seed,
-        save_strategy="no",
-        report_to=[],
-        logging_steps=50,
-        disable_tqdm=True,
-    )
+    args = salun_args(f"salun_ddpm_{seed}", seed, budget, budget["salun_ddpm_retain_weight"])
     trainer = SalUnDiffusionTrainer(
         model=unet, args=args, noise_scheduler=scheduler, forget_dataset=forget, retain_dataset=retain
     )

@@ -121,6 +121,19 @@ def _check_finite(loss: torch.Tensor, step: int, what: str) -> None:
         )
 
 
+def _optimizer_step(optimizer, loss: torch.Tensor, step: int, what: str, progress=None) -> float:
+    """Check ``loss`` is finite, take one optimizer step on it, advance the progress bar; returns the loss."""
+    _check_finite(loss, step, what)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    value = float(loss.detach())
+    if progress is not None:
+        progress.update(1)
+        progress.set_postfix(loss=f"{value:.4f}")
+    return value
+
+
 def add_lora(unet, rank: int, alpha: float, target_modules: str = LORA_TARGETS) -> str:
     """Add a fresh LoRA adapter (peft, through diffusers' ``add_adapter``) to ``unet``; only its weights
     train. Returns the adapter's name (``realera``, or ``realera_<n>`` when that name is taken)."""
@@ -199,14 +212,7 @@ def train_lora_alignment(
             loss, _ = alignment_loss(preds[0], targets[0], preds[1], targets[1], beyond_weight)
         else:
             loss, _ = alignment_loss(preds[0], targets[0])
-        _check_finite(loss, step, "RealEra LoRA stage")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
-        if progress is not None:
-            progress.update(1)
-            progress.set_postfix(loss=f"{losses[-1]:.4f}")
+        losses.append(_optimizer_step(optimizer, loss, step, "RealEra LoRA stage", progress))
     unet.eval()
     optimizer.zero_grad(set_to_none=True)
     return losses
@@ -260,14 +266,7 @@ def train_esd(
             loss = nn.functional.mse_loss(
                 unet(xt, t, encoder_hidden_states=c.expand(n, -1, -1)).sample, target
             )
-            _check_finite(loss, step, "ESD")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            if progress is not None:
-                progress.update(1)
-                progress.set_postfix(loss=f"{losses[-1]:.4f}")
+            losses.append(_optimizer_step(optimizer, loss, step, "ESD", progress))
     finally:
         unet.eval()
         optimizer.zero_grad(set_to_none=True)

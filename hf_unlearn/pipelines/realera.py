@@ -592,17 +592,7 @@ class RealEraPipeline(StableDiffusionPipeline):
         words = vocabulary_words(self.tokenizer, config.num_beyond, seed=config.seed + 50_000)
         tokens = [self._tokenize(w, "vocabulary word", allow_empty=True) for w in words]
         ids, masks = torch.cat([t[0] for t in tokens]), torch.cat([t[1] for t in tokens])
-        device = self.text_encoder.device
-        use_mask = getattr(self.text_encoder.config, "use_attention_mask", False)
-        full = torch.cat(
-            [
-                self.text_encoder(
-                    ids[i : i + 256].to(device),
-                    attention_mask=masks[i : i + 256].to(device) if use_mask else None,
-                )[0].float()
-                for i in range(0, len(ids), 256)
-            ]
-        )  # (N, L, d)
+        full = self._encode_batch(ids, masks)  # (N, L, d)
         last = torch.stack([full[k, t[2]] for k, t in enumerate(tokens)])  # (N, d)
         keep = outside_band(concept_rows, last, config.cosine_low)
         rows = [select_concept_tokens(full[k], tokens[k][2], mode) for k in keep.nonzero().flatten().tolist()]
@@ -716,11 +706,21 @@ class RealEraPipeline(StableDiffusionPipeline):
 
     def _encode(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Text-encoder output of one prompt as ``__call__`` computes it: (L, d) in float32."""
+        return self._encode_batch(ids, mask)[0]
+
+    def _encode_batch(self, ids: torch.Tensor, mask: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+        """Text-encoder outputs of (N, L) token ids as ``__call__`` computes them: (N, L, d) in float32."""
         device = self.text_encoder.device
         use_mask = getattr(self.text_encoder.config, "use_attention_mask", False)
-        return self.text_encoder(ids.to(device), attention_mask=mask.to(device) if use_mask else None)[0][
-            0
-        ].float()
+        return torch.cat(
+            [
+                self.text_encoder(
+                    ids[i : i + chunk].to(device),
+                    attention_mask=mask[i : i + chunk].to(device) if use_mask else None,
+                )[0].float()
+                for i in range(0, len(ids), chunk)
+            ]
+        )
 
     @staticmethod
     def _sampler(config: RealEraConfig) -> dict[str, Any]:
