@@ -88,11 +88,18 @@ def tiny_llava(
     hidden_size: int = 32,
     vocab_size: int = 300,
     seed: int = 0,
+    num_hidden_layers: int = 1,
+    vision_hidden_size: int | None = None,
+    vision_layers: int = 1,
+    num_attention_heads: int = 2,
 ):
-    """(``LlavaForConditionalGeneration``, ``LlavaProcessor``) sized for CPU tests, built from configs.
+    """(``LlavaForConditionalGeneration``, ``LlavaProcessor``) sized for CPU work, built from configs.
 
     The processor pairs a CLIP image processor (``image_size`` square crops) with a tokenizer trained on
-    ``texts`` plus the ``<image>`` token; each image becomes (image_size / patch_size)² image tokens.
+    ``texts`` plus the ``<image>`` token; each image becomes (image_size / patch_size)² image tokens (CLIP's
+    class token is dropped: ``num_additional_image_tokens=1``). The language model is a Llama of
+    ``num_hidden_layers`` layers of width ``hidden_size``; the CLIP tower has ``vision_layers`` layers of
+    width ``vision_hidden_size`` (default ``hidden_size // 2``).
     """
     import torch
     from transformers import (
@@ -117,11 +124,12 @@ def tiny_llava(
         image_token=IMAGE_TOKEN,
     )
     torch.manual_seed(seed)
+    vision_width = vision_hidden_size or hidden_size // 2
     vision = CLIPVisionConfig(
-        hidden_size=hidden_size // 2,
-        intermediate_size=hidden_size,
-        num_hidden_layers=1,
-        num_attention_heads=2,
+        hidden_size=vision_width,
+        intermediate_size=2 * vision_width,
+        num_hidden_layers=vision_layers,
+        num_attention_heads=num_attention_heads,
         image_size=image_size,
         patch_size=patch_size,
     )
@@ -129,9 +137,9 @@ def tiny_llava(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
         intermediate_size=2 * hidden_size,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_attention_heads,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

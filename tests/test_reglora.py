@@ -11,6 +11,7 @@ from utils import demo_world
 from hf_unlearn.data.qa import QACollator, tokenize_qa_dataset
 from hf_unlearn.trainers.reglora import (
     KEY_SET_FILE,
+    KeyPenalty,
     RegLoRAConfig,
     RegLoRATrainer,
     gathered_update,
@@ -50,6 +51,40 @@ def test_gather_identity_and_penalty_by_hand():
     # m1: mean(|2|, |3|) = 2.5; m2: |−6| = 6; L_reg = (2.5 + 6) / 2 = 4.25
     assert reg_penalty(pairs, keys).item() == pytest.approx(4.25)
     assert reg_penalty(pairs, {"m1": keys["m1"], "m2": torch.empty(0, 2, dtype=torch.long)}).item() == 2.5
+
+
+def test_batched_penalty_equals_the_per_module_penalty_with_its_gradients():
+    g = torch.Generator().manual_seed(1)
+    shapes = {
+        "q": (6, 5, 2),
+        "k": (6, 5, 2),
+        "down": (5, 9, 2),
+        "other_rank": (4, 3, 3),
+        "no_keys": (3, 3, 2),
+    }
+    pairs = {
+        n: (
+            torch.randn(o, r, generator=g, requires_grad=True),
+            torch.randn(r, i, generator=g, requires_grad=True),
+        )
+        for n, (o, i, r) in shapes.items()
+    }
+    keys = {
+        n: torch.stack([torch.randint(0, o, (k,), generator=g), torch.randint(0, i, (k,), generator=g)], 1)
+        for (n, (o, i, _)), k in zip(shapes.items(), (4, 7, 3, 5, 0), strict=True)
+    }
+    reference = reg_penalty(pairs, keys)
+    grads = torch.autograd.grad(reference, [t for pair in pairs.values() for t in pair], allow_unused=True)
+    fast = KeyPenalty(pairs, keys)(pairs)
+    fast_grads = torch.autograd.grad(fast, [t for pair in pairs.values() for t in pair], allow_unused=True)
+    assert torch.allclose(fast, reference, atol=1e-6)
+    for x, y in zip(grads, fast_grads, strict=True):
+        assert (x is None and y is None) or torch.allclose(
+            x if x is not None else torch.zeros_like(y),
+            y if y is not None else torch.zeros_like(x),
+            atol=1e-6,
+        )
+    assert KeyPenalty(pairs, {"q": torch.empty(0, 2, dtype=torch.long)})(pairs).item() == 0
 
 
 def test_update_key_set_true_set_or_concatenation():

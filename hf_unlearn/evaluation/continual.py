@@ -51,16 +51,25 @@ def continual_metrics(accuracy: Sequence[Sequence[float]]) -> dict[str, float]:
 
 
 def forgetting_kinds(
-    predictions: Sequence[str], references: Sequence[str], in_format: Callable[[str], bool]
+    predictions: Sequence[str],
+    references: Sequence[str],
+    in_format: Callable[[str], bool],
+    answer_of: Callable[[str], str] | None = None,
 ) -> dict[str, float]:
-    """Shares of ``predictions``: correct, superficial forgetting (not ``in_format``), essential forgetting
-    (in format but not equal to the reference, after stripping and lower-casing)."""
+    """Shares of ``predictions``: correct (in format and its answer equals the reference), superficial
+    forgetting (not ``in_format``), essential forgetting (in format, wrong answer). Answers are compared
+    after stripping and lower-casing; ``answer_of`` extracts the answer of a longer response (e.g. the
+    option named by an explanation); by default the whole response is the answer."""
     if len(predictions) != len(references) or not predictions:
         raise ValueError("predictions and references must be non-empty and of the same length")
     n = len(predictions)
-    norm = [(p.strip().lower(), r.strip().lower()) for p, r in zip(predictions, references, strict=True)]
-    correct = sum(p == r for p, r in norm)
-    superficial = sum(p != r and not in_format(raw) for (p, r), raw in zip(norm, predictions, strict=True))
+    extract = answer_of or (lambda text: text)
+    superficial = correct = 0
+    for raw, ref in zip(predictions, references, strict=True):
+        if not in_format(raw):
+            superficial += 1
+        elif extract(raw).strip().lower() == ref.strip().lower():
+            correct += 1
     return {
         "correct": correct / n,
         "superficial_forgetting": superficial / n,
