@@ -52,6 +52,13 @@ class UnlearnConfig(TrainingArguments):
     retain_weight: float = field(
         default=1.0, metadata={"help": "Weight of the retain loss, for methods that use a retain set."}
     )
+    pd_weight: float | None = field(
+        default=None,
+        metadata={
+            "help": "Weight of SafeEraser's Prompt-Decouple term when a pd_dataset is given; None: the "
+            "method's reference weight (0.5 for GA and GradDiff, 1.0 otherwise)."
+        },
+    )
     check_finite: bool = field(
         default=True,
         metadata={
@@ -78,6 +85,8 @@ class UnlearnConfig(TrainingArguments):
             raise ValueError(f"max_length must be at least 2, got {self.max_length}")
         if self.retain_weight < 0 or not math.isfinite(self.retain_weight):
             raise ValueError(f"retain_weight must be a finite number >= 0, got {self.retain_weight}")
+        if self.pd_weight is not None and not (self.pd_weight >= 0 and math.isfinite(self.pd_weight)):
+            raise ValueError(f"pd_weight must be a finite number >= 0, got {self.pd_weight}")
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise ValueError(f"learning_rate must be a finite number > 0, got {self.learning_rate}")
 
@@ -123,8 +132,12 @@ class MethodTrainer(Trainer):
         """Return (loss, {name: detached scalar to log}). Implemented by each method."""
         raise NotImplementedError
 
+    def composed_loss(self, model, inputs) -> tuple[torch.Tensor, dict]:
+        """The method's loss plus any composable terms (SafeEraser's PD in the forget/retain trainers)."""
+        return self.unlearning_loss(model, inputs)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss, logs = self.unlearning_loss(model, inputs)
+        loss, logs = self.composed_loss(model, inputs)
         for k, v in logs.items():
             self._metrics[k].append(float(v))
         if self.args.check_finite and not torch.isfinite(loss):

@@ -35,6 +35,7 @@ class GATrainer(UnlearnTrainer):
     _paper = TOFU_PAPER
     _tag_names = ["gradient-ascent"]
     config_class = GAConfig
+    pd_default_weight = 0.5  # SafeEraser's gapd / gdpd
     supported_tasks = ("causal_lm", "classification", "vision_language")
     uses_retain = False
 
@@ -56,6 +57,7 @@ class GradDiffTrainer(UnlearnTrainer):
     _paper = TOFU_PAPER
     _tag_names = ["gradient-difference"]
     config_class = GradDiffConfig
+    pd_default_weight = 0.5  # SafeEraser's gapd / gdpd
     supported_tasks = ("causal_lm", "classification", "vision_language")
     requires_retain = True
 

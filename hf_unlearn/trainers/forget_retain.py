@@ -24,6 +24,7 @@ from transformers import PreTrainedModel
 from ..data.paired import PairedCollator, PairedViews, PairingEpochCallback
 from ..data.templates import sample_templates
 from ..losses.common import sequence_nll
+from ..losses.prompt_decouple import prompt_decouple_loss
 from ..tasks import task_for
 from .base import MethodTrainer, UnlearnConfig, check_output_dir, is_peft_model
 
@@ -54,6 +55,7 @@ class UnlearnTrainer(MethodTrainer):
     requires_retain: bool = False  # GradDiff / IDK need a retain set
     uses_retain: bool = True  # whether a given retain set is used at all
     needs_ref_model: bool = False  # NPO
+    pd_default_weight: float = 1.0  # SafeEraser's PD weight in the reference code (0.5 for GA / GradDiff)
 
     def __init__(
         self,
@@ -62,6 +64,7 @@ class UnlearnTrainer(MethodTrainer):
         forget_dataset: Dataset | None = None,
         retain_dataset: Dataset | None = None,
         processing_class=None,
+        pd_dataset: Dataset | None = None,
         peft_config=None,
         ref_model: PreTrainedModel | None = None,
         callbacks=None,
@@ -86,6 +89,8 @@ class UnlearnTrainer(MethodTrainer):
         # the caller's model as it was (get_peft_model injects LoRA layers into it in place).
         self.forget_raw, self.retain_raw = forget_dataset, retain_dataset
         views = self._build_views(forget_dataset, retain_dataset, processing_class, args)
+        if pd_dataset is not None:
+            views["pd"] = self._pd_view(forget_dataset, pd_dataset)
         self.check_inputs(model, args, peft_config)
         train = PairedViews(views, primary=next(iter(views)), seed=args.data_seed or args.seed)
         injected = peft_config is not None
@@ -141,6 +146,31 @@ class UnlearnTrainer(MethodTrainer):
         if retain is not None and self.uses_retain:
             views["retain"] = tok(retain, "retain_dataset")
         return views
+
+    def _pd_view(self, forget: Dataset, pd: Dataset) -> Dataset:
+        """SafeEraser's decoupled rows (benign image + the same question → a normal answer), one per forget
+        row and aligned with it by index."""
+        if forget is None or len(pd) != len(forget):
+            raise ValueError(
+                f"pd_dataset has {len(pd)} rows but forget_dataset has {len(forget) if forget is not None else 0}: "
+                "the Prompt-Decouple rows must be aligned with the forget rows (one decoupled row per forget row)"
+            )
+        return self.prepare_dataset(pd, "pd_dataset")
+
+    @property
+    def pd_weight(self) -> float:
+        """The PD term's weight: ``args.pd_weight``, or the method's reference weight."""
+        return self.pd_default_weight if self.args.pd_weight is None else self.args.pd_weight
+
+    def composed_loss(self, model, inputs):
+        """The method's loss + ``pd_weight`` · L_PD on the decoupled rows when a ``pd_dataset`` was given
+        (:func:`hf_unlearn.losses.prompt_decouple_loss`)."""
+        loss, logs = self.unlearning_loss(model, inputs)
+        if "pd" in inputs:
+            pd = prompt_decouple_loss(self.forward(model, inputs["pd"]), inputs["pd"]["labels"])
+            loss = loss + self.pd_weight * pd
+            logs = {**logs, "pd_nll": pd.detach()}
+        return loss, logs
 
     def extra_views(self, forget: Dataset, tokenize, args) -> dict[str, Dataset]:
         """Further views aligned with the forget rows (default: none). ``tokenize(ds, name, answers)``."""
