@@ -23,6 +23,8 @@ _EXPORTS = {
     "NPOTrainer": "trainers",
     "IDKConfig": "trainers",
     "IDKTrainer": "trainers",
+    "KLConfig": "trainers",
+    "KLTrainer": "trainers",
     "SSDConfig": "trainers",
     "IAUConfig": "trainers",
     "IAUTrainer": "trainers",

@@ -12,8 +12,17 @@ import torch
 from datasets import Dataset
 from PIL import Image
 
-from hf_unlearn import GAConfig, GATrainer, GradDiffConfig, GradDiffTrainer
-from hf_unlearn.losses import prompt_decouple_loss
+from hf_unlearn import (
+    GAConfig,
+    GATrainer,
+    GradDiffConfig,
+    GradDiffTrainer,
+    IDKConfig,
+    IDKTrainer,
+    KLConfig,
+    KLTrainer,
+)
+from hf_unlearn.losses import prompt_decouple_loss, retain_kl
 from hf_unlearn.tiny import tiny_llava
 
 COMMON = dict(
@@ -68,14 +77,20 @@ def _batches(trainer):
 
 
 @pytest.mark.parametrize(
-    "cls,config,weight", [(GATrainer, GAConfig, 0.5), (GradDiffTrainer, GradDiffConfig, 0.5)]
+    "cls,config,weight",
+    [
+        (GATrainer, GAConfig, 0.5),
+        (GradDiffTrainer, GradDiffConfig, 0.5),
+        (KLTrainer, KLConfig, 1.0),
+        (IDKTrainer, IDKConfig, 1.0),
+    ],
 )
 def test_pd_combination_equals_the_reference_code(world, tmp_path, cls, config, weight):
     model, processor = copy.deepcopy(world[0]), world[1]
     forget = _rows(["red", "red"], "A {} square.")
     pd = _rows(["blue", "green"], "A {} square.", offset=10)  # benign images, same question, normal answers
     retain = _rows(["yellow", "green"], "A {} square.", offset=20)
-    kwargs = {"retain_dataset": retain} if cls is GradDiffTrainer else {}
+    kwargs = {} if cls is GATrainer else {"retain_dataset": retain}
     t = cls(model=model, args=config(str(tmp_path), **COMMON), forget_dataset=forget, pd_dataset=pd,
             processing_class=processor, **kwargs)  # fmt: skip
     assert t.pd_weight == weight
@@ -123,3 +138,69 @@ def test_pd_bad_input(world, tmp_path):
         GATrainer(model=model, args=GAConfig(str(tmp_path), **COMMON), forget_dataset=forget,
                   pd_dataset=no_images, processing_class=processor)  # fmt: skip
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+
+def test_graddiff_with_pd_halves_the_retain_term_as_the_reference(world, tmp_path):
+    model, processor = copy.deepcopy(world[0]), world[1]
+    forget, pd = _rows(["red", "red"], "A {} square."), _rows(["blue", "green"], "A {} square.", offset=10)
+    retain = _rows(["yellow", "green"], "A {} square.", offset=20)
+    t = GradDiffTrainer(model=model, args=GradDiffConfig(str(tmp_path), **COMMON), forget_dataset=forget,
+                        retain_dataset=retain, pd_dataset=pd, processing_class=processor)  # fmt: skip
+    batch = _batches(t)
+    model.eval()
+    with torch.no_grad():
+        loss = t.composed_loss(model, batch)[0].item()
+        nll_f, nll_r = t.mean_nll(model, batch["forget"]).item(), t.mean_nll(model, batch["retain"]).item()
+        hf_pd = model(**batch["pd"]).loss.item()
+    # SafeEraser's gdpd: −1.0·NLL(D_f) + 0.5·NLL(D_r) + 0.5·L_PD
+    assert loss == pytest.approx(-nll_f + 0.5 * nll_r + 0.5 * hf_pd, rel=1e-5)
+
+
+def test_retain_kl_by_hand():
+    logits = torch.tensor([[[0.0, 1.0], [1.0, 0.0], [0.0, 0.0]]])
+    ref = torch.tensor([[[0.0, 0.0], [0.0, 2.0], [3.0, 0.0]]])
+    labels = torch.tensor([[-100, 1, 0]])  # positions 0 and 1 predict answer tokens
+
+    def kl(p_logits, q_logits):  # KL(softmax(q) ‖ softmax(p)) by hand
+        p = [math.exp(x) / sum(math.exp(y) for y in p_logits) for x in p_logits]
+        q = [math.exp(x) / sum(math.exp(y) for y in q_logits) for x in q_logits]
+        return sum(qi * math.log(qi / pi) for pi, qi in zip(p, q, strict=True))
+
+    per = [kl(logits[0, t].tolist(), ref[0, t].tolist()) for t in range(3)]
+    assert retain_kl(logits, ref, labels).item() == pytest.approx((per[0] + per[1]) / 2, rel=1e-6)
+    assert retain_kl(logits, ref, labels, "reference").item() == pytest.approx(sum(per) / 3, rel=1e-6)
+    with pytest.raises(ValueError, match="reduction"):
+        retain_kl(logits, ref, labels, "mean")
+
+
+def test_kl_trainer_moves_the_forget_and_holds_the_retain_reference(world, tmp_path):
+    model, processor = copy.deepcopy(world[0]), world[1]
+    forget, retain = _rows(["red"] * 4, "A {} square."), _rows(["blue"] * 4, "A {} square.", offset=20)
+    t = KLTrainer(model=model, args=KLConfig(str(tmp_path), max_steps=2, learning_rate=1e-2, logging_steps=1, **COMMON),
+                  forget_dataset=forget, retain_dataset=retain, processing_class=processor)  # fmt: skip
+    batch = _batches(t)
+    model.eval()
+    with torch.no_grad():
+        assert t.unlearning_loss(model, batch)[1]["retain_kl"].item() == pytest.approx(
+            0.0, abs=1e-6
+        )  # θ = θ_orig
+    t.train()
+    assert any("retain_kl" in h for h in t.state.log_history)
+    with pytest.raises(ValueError, match="kl_reduction"):
+        KLConfig(str(tmp_path), kl_reduction="sum", **COMMON)
+
+
+def test_card_says_pd_was_used_and_one_shot_methods_refuse_it(world, tmp_path):
+    from hf_unlearn import SSDConfig, SSDTrainer
+
+    model, processor = copy.deepcopy(world[0]), world[1]
+    forget, pd = _rows(["red"] * 2, "A {} square."), _rows(["blue"] * 2, "A {} square.", offset=10)
+    t = GATrainer(model=model, args=GAConfig(str(tmp_path), **COMMON), forget_dataset=forget, pd_dataset=pd,
+                  processing_class=processor)  # fmt: skip
+    assert "Prompt-Decouple" in t.card_notes() and "weight 0.5" in t.card_notes()
+    from utils import demo_world
+
+    data, tok, lm = demo_world()
+    with pytest.raises(ValueError, match="without a training loss to add the Prompt-Decouple term"):
+        SSDTrainer(model=lm, args=SSDConfig(str(tmp_path), **COMMON), forget_dataset=data["forget"],
+                   pd_dataset=data["forget"], processing_class=tok)  # fmt: skip

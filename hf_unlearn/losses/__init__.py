@@ -2,15 +2,18 @@
 
 from .common import answer_token_logprobs, per_sample_loss, sequence_logprob, sequence_mean_prob, sequence_nll
 from .flat import DIVERGENCES, flat_loss
+from .kl import KL_REDUCTIONS, retain_kl
 from .npo import npo_loss
 from .prompt_decouple import prompt_decouple_loss
 
 __all__ = [
     "DIVERGENCES",
+    "KL_REDUCTIONS",
     "answer_token_logprobs",
     "flat_loss",
     "npo_loss",
     "prompt_decouple_loss",
+    "retain_kl",
     "sequence_logprob",
     "sequence_mean_prob",
     "sequence_nll",

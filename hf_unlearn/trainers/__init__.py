@@ -8,6 +8,8 @@ from .baselines import (
     GradDiffTrainer,
     IDKConfig,
     IDKTrainer,
+    KLConfig,
+    KLTrainer,
     NPOConfig,
     NPOTrainer,
 )
@@ -41,6 +43,8 @@ __all__ = [
     "IAUTrainer",
     "IDKConfig",
     "IDKTrainer",
+    "KLConfig",
+    "KLTrainer",
     "MethodTrainer",
     "NPOConfig",
     "NPOTrainer",

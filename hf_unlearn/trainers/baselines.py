@@ -5,16 +5,20 @@ All share :class:`UnlearnTrainer`'s data pipeline; each defines only its loss.
 - GradDiff: L = −NLL(forget) + λ·NLL(retain) (Liu et al., 2022; TOFU's "grad_diff").
 - NPO: L = NPO(forget; π_ref) + λ·NLL(retain) when a retain set is given (Zhang et al., 2024).
 - IDK: fine-tune on the forget questions with refusal answers, L = NLL(x_f, y_idk) + λ·NLL(retain)
-  (TOFU's "idk" baseline).
+  (TOFU's "idk" baseline; SafeEraser's "PO").
+- KL: L = −NLL(forget) + λ·KL(p_orig ‖ p_θ) on the retain rows (TOFU's "KL"; SafeEraser's ``kl``).
+Every one also takes SafeEraser's Prompt-Decouple rows (``pd_dataset``, :class:`UnlearnTrainer`).
 NLL is the mean over answer tokens of each sample, averaged over the batch. GA and GradDiff also take
 image/text classifiers, with the cross-entropy of the true label in place of the NLL.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from ..losses.common import sequence_logprob
+from ..losses.kl import KL_REDUCTIONS, retain_kl
 from ..losses.npo import npo_loss
 from ..papers import NPO_PAPER, TOFU_PAPER
 from ..registry import register_method
@@ -48,6 +52,20 @@ class GATrainer(UnlearnTrainer):
 class GradDiffConfig(UnlearnConfig):
     """GradDiff: ``retain_weight`` is λ of L = −NLL(forget) + λ·NLL(retain)."""
 
+    pd_retain_weight: float | None = field(
+        default=0.5,
+        metadata={
+            "help": "λ when a pd_dataset is given (SafeEraser's gdpd halves the retain term: 0.5); "
+            "None: retain_weight."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        w = self.pd_retain_weight
+        if w is not None and not (w >= 0 and math.isfinite(w)):
+            raise ValueError(f"pd_retain_weight must be a finite number >= 0, got {w}")
+
 
 @register_method("trainer", GradDiffConfig)
 class GradDiffTrainer(UnlearnTrainer):
@@ -64,7 +82,10 @@ class GradDiffTrainer(UnlearnTrainer):
     def unlearning_loss(self, model, inputs):
         nll_f = self.sample_losses(model, inputs["forget"]).mean()
         nll_r = self.sample_losses(model, inputs["retain"]).mean()
-        return -nll_f + self.args.retain_weight * nll_r, {
+        weight = self.args.retain_weight
+        if "pd" in inputs and self.args.pd_retain_weight is not None:
+            weight = self.args.pd_retain_weight
+        return -nll_f + weight * nll_r, {
             "forget_nll": nll_f.detach(),
             "retain_nll": nll_r.detach(),
         }
@@ -121,6 +142,7 @@ class IDKTrainer(UnlearnTrainer):
     _paper = TOFU_PAPER
     _tag_names = ["idk"]
     config_class = IDKConfig
+    supported_tasks = ("causal_lm", "vision_language")
     requires_retain = True
 
     def extra_views(self, forget, tokenize, args):
@@ -136,3 +158,43 @@ class IDKTrainer(UnlearnTrainer):
             "idk_nll": nll_idk.detach(),
             "retain_nll": nll_r.detach(),
         }
+
+
+@dataclass
+class KLConfig(UnlearnConfig):
+    """KL: ``retain_weight`` is λ of L = −NLL(forget) + λ·KL(p_orig ‖ p_θ) on the retain rows."""
+
+    kl_reduction: str = field(
+        default="answer_tokens",
+        metadata={
+            "help": "answer_tokens: the mean KL over the retain answer positions; reference: SafeEraser's "
+            "batchmean over every flattened position (prompt, image and padding too)."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.kl_reduction not in KL_REDUCTIONS:
+            raise ValueError(f"kl_reduction must be one of {KL_REDUCTIONS}, got {self.kl_reduction!r}")
+
+
+@register_method("trainer", KLConfig)
+class KLTrainer(UnlearnTrainer):
+    """The KL baseline: gradient ascent on the forget rows, the retain rows' next-token distributions held to
+    the original model's (frozen reference: the adapter-disabled base for PEFT models, else a copy)."""
+
+    _name = "kl"
+    _paper = TOFU_PAPER
+    _tag_names = ["kl"]
+    config_class = KLConfig
+    supported_tasks = ("causal_lm", "vision_language")
+    requires_retain = True
+    needs_ref_model = True
+
+    def unlearning_loss(self, model, inputs):
+        nll_f = self.mean_nll(model, inputs["forget"])
+        r = inputs["retain"]
+        kl = retain_kl(
+            self.forward(model, r), self.ref_forward(model, r), r["labels"], self.args.kl_reduction
+        )
+        return -nll_f + self.args.retain_weight * kl, {"forget_nll": nll_f.detach(), "retain_kl": kl.detach()}

@@ -90,7 +90,13 @@ class UnlearnTrainer(MethodTrainer):
         self.forget_raw, self.retain_raw = forget_dataset, retain_dataset
         views = self._build_views(forget_dataset, retain_dataset, processing_class, args)
         if pd_dataset is not None:
+            if self.one_shot:
+                raise ValueError(
+                    f"{type(self).__name__} edits the weights once, without a training loss to add the "
+                    "Prompt-Decouple term to: pd_dataset is for the fine-tuning methods (GA, GradDiff, KL, IDK, NPO)"
+                )
             views["pd"] = self._pd_view(forget_dataset, pd_dataset)
+        self.pd_rows = len(views["pd"]) if "pd" in views else 0
         self.check_inputs(model, args, peft_config)
         train = PairedViews(views, primary=next(iter(views)), seed=args.data_seed or args.seed)
         injected = peft_config is not None
@@ -161,6 +167,16 @@ class UnlearnTrainer(MethodTrainer):
     def pd_weight(self) -> float:
         """The PD term's weight: ``args.pd_weight``, or the method's reference weight."""
         return self.pd_default_weight if self.args.pd_weight is None else self.args.pd_weight
+
+    def card_notes(self) -> str | None:
+        """The Prompt-Decouple choice, when a ``pd_dataset`` was given."""
+        if not getattr(self, "pd_rows", 0):
+            return None
+        return (
+            f"Trained with SafeEraser's Prompt-Decouple term ([arXiv 2502.12520](https://arxiv.org/abs/2502.12520)): "
+            f"{self.pd_rows} decoupled rows (a benign image with the same question and a normal answer), "
+            f"weight {self.pd_weight:g} ({'the reference weight of this method' if self.args.pd_weight is None else 'set by the user'})."
+        )
 
     def composed_loss(self, model, inputs):
         """The method's loss + ``pd_weight`` · L_PD on the decoupled rows when a ``pd_dataset`` was given
