@@ -189,9 +189,8 @@ def render(rows: list[dict], styles: list[str], pools: dict[str, list[str]], see
 
 def task_rows(raw: dict, name: str) -> tuple[list[dict], list[dict]]:
     """(train rows, test rows) of one task, unrendered."""
-    pick = {"color": "color", "shape": "shape", "fashion": "fashion", "digits": "digits"}[name]
-    train = [r for r in raw["task"] if r["kind"] == pick]
-    test = [r for r in raw["test"] if r["kind"] == pick]
+    train = [r for r in raw["task"] if r["kind"] == name]  # each task is one kind of question
+    test = [r for r in raw["test"] if r["kind"] == name]
     test = random.Random(f"test-{name}").sample(test, min(EVAL_ROWS, len(test)))
     return train, test
 
@@ -375,8 +374,9 @@ def setup(data: str, quick: bool) -> dict:
         texts = all_texts(pretrain)
         for name, _ in TASKS:
             train, test = task_rows(raw["rows"], name)
+            rows = train[:200] + test[:50]
             for style in STYLES:
-                texts += all_texts(render(train[:200] + test[:50], [style] * len(train[:250]), pools, 3))
+                texts += all_texts(render(rows, [style] * len(rows), pools, 3))
         texts += [TEMPLATES["detailed"]]
         model, processor = tiny_llava(texts, seed=pre["seed"], **MODEL)
         n_params = sum(p.numel() for p in model.parameters())
@@ -827,9 +827,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     quiet_transformers()
     if args.smollm2:
-        from continual_smollm2 import main as smollm2_main
+        from continual_smollm2 import run as run_smollm2
 
-        return smollm2_main(args)
+        return run_smollm2(args)
     env = setup(args.data, args.quick)
     seq = {**SEQUENCE, **({"steps": 10} if args.quick else {}), **json.loads(args.sequence)}
     tasks = Tasks(env, seq)

@@ -12,7 +12,6 @@ reachable.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -25,10 +24,11 @@ SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 def packaged_file(package: str, filename: str, install: str) -> Path:
     """``filename`` inside the installed ``package`` (found without importing it); ``ImportError`` with the
     ``install`` command when the package or the file is absent."""
-    spec = importlib.util.find_spec(package)
-    path = Path(spec.origin).parent / filename if spec is not None and spec.origin else None
-    if path is None or not path.is_file():
-        raise ImportError(f"{filename} not found: {install}")
+    from .data.image_qa import package_folder
+
+    path = package_folder(package, install=install) / filename
+    if not path.is_file():
+        raise ImportError(f"{filename} not found in {path.parent}: {install}")
     return path
 
 

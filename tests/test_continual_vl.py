@@ -98,13 +98,12 @@ def test_task_sequence_on_a_vision_language_model(tmp_path):
 
     from transformers import TrainerCallback
 
-    logs = []
+    logged = []
 
     class Logs(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
-            logs_seen.append(dict(logs or {}))
+            logged.append(dict(logs or {}))
 
-    logs_seen = logs
     result = run_task_sequence(
         model, tasks, LoraConfig(r=4, lora_alpha=8, target_modules=LM_TARGETS), make_args, evaluate,
         processing_class=processor, callbacks=[Logs()],
@@ -119,7 +118,7 @@ def test_task_sequence_on_a_vision_language_model(tmp_path):
     assert any(not torch.equal(after[n], p) for n, p in language.items())  # the merged LoRA moved the LM
     assert (tmp_path / "yes_no" / KEY_SET_FILE).is_file()  # the key set task 2 was regularised with
     # task 1 trains on CE alone; task 2 logs the penalty of task 1's key elements, positive once B ≠ 0
-    regs = [entry["reg"] for entry in logs if "reg" in entry]
+    regs = [entry["reg"] for entry in logged if "reg" in entry]
     assert len(regs) == 3 and regs[0] == 0 and regs[-1] > 0
     assert result["key_elements"][0] > 0 and result["key_elements"][1] >= result["key_elements"][0]
 

@@ -22,12 +22,15 @@ import numpy as np
 EASY_VQA_SPLITS = ("train", "test")
 
 
-def package_folder(package: str, extra: str = "continual") -> Path:
-    """The installed folder of ``package`` (found without importing it); ``ImportError`` if absent."""
+def package_folder(package: str, extra: str = "continual", install: str | None = None) -> Path:
+    """The installed folder of ``package`` (found without importing it); ``ImportError`` naming the
+    ``install`` command (default: ``pip install <package>``, or the ``extra``) if absent."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.origin:
         name = package.replace("_", "-")
-        raise ImportError(f"{name} is not installed: pip install {name}  (or hf-unlearn[{extra}])")
+        raise ImportError(
+            f"{name} is not installed: {install or f'pip install {name}  (or hf-unlearn[{extra}])'}"
+        )
     return Path(spec.origin).parent
 
 

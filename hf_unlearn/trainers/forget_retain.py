@@ -96,7 +96,6 @@ class UnlearnTrainer(MethodTrainer):
                     "Prompt-Decouple term to: pd_dataset is for the fine-tuning methods (GA, GradDiff, KL, IDK, NPO)"
                 )
             views["pd"] = self._pd_view(forget_dataset, pd_dataset)
-        self.pd_rows = len(views["pd"]) if "pd" in views else 0
         self.check_inputs(model, args, peft_config)
         train = PairedViews(views, primary=next(iter(views)), seed=args.data_seed or args.seed)
         injected = peft_config is not None
@@ -170,11 +169,12 @@ class UnlearnTrainer(MethodTrainer):
 
     def card_notes(self) -> str | None:
         """The Prompt-Decouple choice, when a ``pd_dataset`` was given."""
-        if not getattr(self, "pd_rows", 0):
+        pd = getattr(self.train_dataset, "views", {}).get("pd")
+        if pd is None:
             return None
         return (
             f"Trained with SafeEraser's Prompt-Decouple term ([arXiv 2502.12520](https://arxiv.org/abs/2502.12520)): "
-            f"{self.pd_rows} decoupled rows (a benign image with the same question and a normal answer), "
+            f"{len(pd)} decoupled rows (a benign image with the same question and a normal answer), "
             f"weight {self.pd_weight:g} ({'the reference weight of this method' if self.args.pd_weight is None else 'set by the user'})."
         )
 
