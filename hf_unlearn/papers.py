@@ -130,6 +130,18 @@ SEFE_PAPER = Paper(
 }""",
 )
 
+# multimodal unlearning: the Prompt-Decouple loss and the SARR metric
+SAFEERASER_PAPER = Paper(
+    title="SafeEraser: Enhancing Safety in Multimodal Large Language Models through Multimodal Machine Unlearning",
+    arxiv_id="2502.12520",
+    bibtex="""@inproceedings{chen2025safeeraser,
+  title     = {{SafeEraser}: Enhancing Safety in Multimodal Large Language Models through Multimodal Machine Unlearning},
+  author    = {Chen, Junkai and Deng, Zhijie and Zheng, Kening and Yan, Yibo and Liu, Shuliang and Wu, PeiJun and Jiang, Peijie and Liu, Jia and Hu, Xuming},
+  booktitle = {Findings of the Association for Computational Linguistics: ACL 2025},
+  year      = {2025}
+}""",
+)
+
 # fine-tuning the cross-attention with negative guidance (RealEraPipeline's method="esd-x")
 ESD_PAPER = Paper(
     title="Erasing Concepts from Diffusion Models",

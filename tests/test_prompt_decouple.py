@@ -21,6 +21,8 @@ from hf_unlearn import (
     IDKTrainer,
     KLConfig,
     KLTrainer,
+    NPOConfig,
+    NPOTrainer,
 )
 from hf_unlearn.losses import prompt_decouple_loss, retain_kl
 from hf_unlearn.tiny import tiny_llava
@@ -204,3 +206,56 @@ def test_card_says_pd_was_used_and_one_shot_methods_refuse_it(world, tmp_path):
     with pytest.raises(ValueError, match="without a training loss to add the Prompt-Decouple term"):
         SSDTrainer(model=lm, args=SSDConfig(str(tmp_path), **COMMON), forget_dataset=data["forget"],
                    pd_dataset=data["forget"], processing_class=tok)  # fmt: skip
+
+
+@pytest.mark.parametrize("cls,config", [(GATrainer, GAConfig), (GradDiffTrainer, GradDiffConfig),
+                                        (KLTrainer, KLConfig), (IDKTrainer, IDKConfig), (NPOTrainer, NPOConfig)])  # fmt: skip
+def test_pixel_values_reach_the_model_in_every_view_of_every_trainer(world, tmp_path, cls, config):
+    model, processor = copy.deepcopy(world[0]), world[1]
+    forget = _rows(["red", "red"], "A {} square.")
+    pd = _rows(["blue", "green"], "A {} square.", offset=10)
+    retain = _rows(["yellow", "green"], "A {} square.", offset=20)
+    kwargs = {} if cls is GATrainer else {"retain_dataset": retain}
+    t = cls(model=model, args=config(str(tmp_path), **COMMON), forget_dataset=forget, pd_dataset=pd,
+            processing_class=processor, **kwargs)  # fmt: skip
+    batch = _batches(t)
+    views = {GATrainer: ["forget", "pd"], IDKTrainer: ["idk", "retain", "pd"]}.get(
+        cls, ["forget", "retain", "pd"]
+    )
+    assert all("pixel_values" in batch[v] for v in views)
+    model.eval()
+    with torch.no_grad():
+        torch.manual_seed(0)
+        for p in model.parameters():  # move the model off its reference copy, so that KL terms are not 0
+            p.add_(0.05 * torch.randn_like(p))
+        loss = t.composed_loss(model, batch)[0]
+        for view in views:  # blanking one view's images changes the loss: no view drops them
+            blank = {**batch[view], "pixel_values": torch.zeros_like(batch[view]["pixel_values"])}
+            assert t.composed_loss(model, {**batch, view: blank})[0].item() != pytest.approx(
+                loss.item(), rel=1e-6
+            ), view
+
+
+@pytest.mark.parametrize("cls,config", [(KLTrainer, KLConfig), (IDKTrainer, IDKConfig)])
+def test_reference_lora_config_trains_lora_and_projector_only(world, tmp_path, cls, config):
+    from hf_unlearn.tasks import reference_lora_config
+
+    model, processor = copy.deepcopy(world[0]), world[1]
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    forget = _rows(["red"] * 4, "A {} square.")
+    pd = _rows(["blue"] * 4, "A {} square.", offset=10)
+    retain = _rows(["yellow"] * 4, "A {} square.", offset=20)
+    t = cls(model=model, args=config(str(tmp_path), max_steps=3, learning_rate=1e-2, **COMMON),
+            forget_dataset=forget, retain_dataset=retain, pd_dataset=pd, processing_class=processor,
+            peft_config=reference_lora_config(r=4, alpha=8, dropout=0.0))  # fmt: skip
+    trainable = [n for n, p in t.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n or "multi_modal_projector" in n for n in trainable)
+    assert any("language_model" in n and "lora_A" in n for n in trainable)
+    assert not any("vision_tower" in n for n in trainable)
+    t.train()
+    merged = t.model.merge_and_unload()
+    after = dict(merged.named_parameters())
+    changed = {n for n in before if not torch.equal(before[n], after[n].detach())}
+    assert any("multi_modal_projector" in n for n in changed)  # the projector is trained in full
+    assert any("language_model" in n and "q_proj" in n for n in changed)  # the LoRA moved the LM
+    assert not any("vision_tower" in n or "embed_tokens" in n for n in changed)  # frozen

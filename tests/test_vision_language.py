@@ -160,3 +160,28 @@ def test_vision_language_bad_input_is_named(world, tmp_path):
             forget_dataset=_rows(),
             processing_class=processor,
         )
+
+
+def test_an_image_the_processor_cannot_read_is_named(world, tmp_path):
+    from datasets import Image as ImageFeature
+
+    model, processor = _fresh(world)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    args = GAConfig(str(tmp_path), **COMMON)
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("this is not a PNG")
+    good = _rows(2)
+    cases = {
+        "a missing file": (["no/such/file.png"] * 2, "cannot read the image \\(str\\)"),
+        "a text file": ([str(not_an_image)] * 2, "cannot read the image \\(str\\)"),
+    }
+    for paths, message in cases.values():
+        bad = Dataset.from_dict({"image": paths, "question": good["question"], "answer": good["answer"]})
+        with pytest.raises(ValueError, match=f"forget_dataset row 0: the processor {message}"):
+            GATrainer(model=model, args=args, forget_dataset=bad, processing_class=processor)
+    decoded = Dataset.from_dict(
+        {"image": [str(not_an_image)] * 2, "question": good["question"], "answer": good["answer"]}
+    ).cast_column("image", ImageFeature())
+    with pytest.raises(ValueError, match="forget_dataset row 0: the image cannot be decoded"):
+        GATrainer(model=model, args=args, forget_dataset=decoded, processing_class=processor)
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())

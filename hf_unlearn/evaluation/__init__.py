@@ -1,5 +1,6 @@
 """Evaluation of unlearning: TOFU-style metrics, classification metrics (UA/RA/TA/MIA, Avg. Gap),
-min-k% membership inference, worst-case forget sets, ``evaluate`` modules.
+min-k% membership inference, worst-case forget sets, SafeEraser's safety metrics with local judges,
+``evaluate`` modules.
 
 The ``evaluate`` modules live in ``metrics/<name>/<name>.py``; load one offline with
 ``evaluate.load(metric_path("forget_quality"))``.
@@ -18,7 +19,22 @@ from .classification import (
     true_class_confidence,
     unlearning_accuracy,
 )
+from .judges import (
+    GenerativeJudge,
+    SimilarityJudge,
+    default_judge,
+    evaluate_safety,
+    judge_accuracy,
+    judge_responses,
+)
 from .mia import mia_auc, min_k_mia, min_k_percent_score
+from .safety import (
+    attack_success_rate,
+    is_degenerate,
+    parse_verdict,
+    refusal_rate,
+    safe_answer_refusal_rate,
+)
 from .tofu import (
     answer_logprobs,
     build_perturbed_answers,
@@ -29,6 +45,7 @@ from .tofu import (
     log_normalised_probability,
     model_truth_ratios,
     probability_score,
+    rouge_l_precision,
     rouge_l_recall,
     token_logprobs,
     truth_ratio_score,
@@ -76,7 +93,19 @@ __all__ = [
     "min_k_percent_score",
     "model_truth_ratios",
     "probability_score",
+    "rouge_l_precision",
     "rouge_l_recall",
+    "GenerativeJudge",
+    "SimilarityJudge",
+    "attack_success_rate",
+    "default_judge",
+    "evaluate_safety",
+    "is_degenerate",
+    "judge_accuracy",
+    "judge_responses",
+    "parse_verdict",
+    "refusal_rate",
+    "safe_answer_refusal_rate",
     "token_logprobs",
     "truth_ratio_score",
     "truth_ratios",

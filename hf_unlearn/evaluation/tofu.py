@@ -153,16 +153,27 @@ def forget_quality(unlearned_truth_ratios: Sequence[float], retain_truth_ratios:
     return {"forget_quality": float(res.pvalue), "ks_statistic": float(res.statistic)}
 
 
-def rouge_l_recall(predictions: Sequence[str], references: Sequence[str]) -> list[float]:
-    """ROUGE-L recall (longest common subsequence / reference length) of each prediction."""
+def _rouge_l(predictions: Sequence[str], references: Sequence[str], field: str) -> list[float]:
     from rouge_score.rouge_scorer import RougeScorer  # imports nltk: ~1 s, so only when needed
 
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
     scorer = RougeScorer(["rougeL"], use_stemmer=True)
     return [
-        scorer.score(ref, pred)["rougeL"].recall for pred, ref in zip(predictions, references, strict=True)
+        getattr(scorer.score(ref, pred)["rougeL"], field)
+        for pred, ref in zip(predictions, references, strict=True)
     ]
+
+
+def rouge_l_recall(predictions: Sequence[str], references: Sequence[str]) -> list[float]:
+    """ROUGE-L recall (longest common subsequence / reference length) of each prediction (TOFU)."""
+    return _rouge_l(predictions, references, "recall")
+
+
+def rouge_l_precision(predictions: Sequence[str], references: Sequence[str]) -> list[float]:
+    """ROUGE-L precision (longest common subsequence / prediction length) of each prediction: SafeEraser's
+    utility on the retain pairs (its ``evaluate_unharmpair``), which rewards short, on-point answers."""
+    return _rouge_l(predictions, references, "precision")
 
 
 def build_perturbed_answers(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from .base import TaskAdapter, unwrap_peft
 from .causal_lm import CausalLMTask, check_vocabulary
 from .classification import ClassificationTask
-from .vision_language import VisionLanguageCollator, VisionLanguageTask
+from .vision_language import VisionLanguageCollator, VisionLanguageTask, reference_lora_config
 
 TASKS: dict[str, type[TaskAdapter]] = {
     t.name: t for t in (VisionLanguageTask, CausalLMTask, ClassificationTask)
@@ -47,6 +47,7 @@ __all__ = [
     "VisionLanguageTask",
     "check_vocabulary",
     "detect_task",
+    "reference_lora_config",
     "task_for",
     "unwrap_peft",
 ]

@@ -38,7 +38,12 @@ def encode_vl(processor, image, question: str, answer: str, max_length: int) -> 
     """One image/question/answer row → ``input_ids``, ``attention_mask``, ``labels`` (prompt = -100)
     and the processor's image tensors (``pixel_values`` etc., without the batch dimension)."""
     prompt, chat = build_vl_prompt(processor, question)
-    enc = processor(images=image, text=prompt, return_tensors="np", add_special_tokens=not chat)
+    try:
+        enc = processor(images=image, text=prompt, return_tensors="np", add_special_tokens=not chat)
+    except (OSError, TypeError, ValueError) as err:  # an unreadable file, a wrong type, a bad array
+        raise ValueError(
+            f"the processor cannot read the image ({type(image).__name__}): {type(err).__name__}: {err}"
+        ) from None
     prompt_ids = [int(t) for t in enc["input_ids"][0]]
     tokenizer = processor.tokenizer
     answer_ids = tokenizer(answer if chat else " " + answer, add_special_tokens=False)["input_ids"]
@@ -59,6 +64,27 @@ def encode_vl(processor, image, question: str, answer: str, max_length: int) -> 
         if key not in TEXT_KEYS:
             row[key] = np.asarray(value)[0]
     return row
+
+
+LM_LORA_TARGETS = (
+    r".*language_model\.(model\.)?layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+)
+
+
+def reference_lora_config(r: int = 32, alpha: int = 256, dropout: float = 0.05, train_projector: bool = True):
+    """SafeEraser's configuration (``config/forget_lora.yaml``) as a ``peft.LoraConfig``: LoRA on the
+    language model's q/k/v/o/gate/up/down projections, the multimodal projector fully trainable
+    (``modules_to_save``), the vision tower and the rest of the language model frozen. Pass it as a
+    trainer's ``peft_config``; the adapter-disabled model (original projector included) is the reference."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=LM_LORA_TARGETS,
+        modules_to_save=["multi_modal_projector"] if train_projector else None,
+    )
 
 
 @dataclass
@@ -114,7 +140,11 @@ class VisionLanguageTask(TaskAdapter):
                 f"{name} has no image column {a.image_column!r}; it has {dataset.column_names}. Set image_column."
             )
         rows = []
-        for i, row in enumerate(dataset):
+        for i in range(len(dataset)):
+            try:
+                row = dataset[i]  # decodes an Image feature
+            except (OSError, ValueError) as err:
+                raise ValueError(f"{name} row {i}: the image cannot be decoded: {err}") from None
             answer = answers[i] if answers is not None else row[a.answer_column]
             if row[a.image_column] is None:
                 raise ValueError(f"{name} row {i}: the image is missing")
