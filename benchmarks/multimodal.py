@@ -91,7 +91,13 @@ def short_answer(row: dict) -> dict:
     return {**row, "question": f"{row['question']}\n{RESPONSE_FORMAT_PROMPTS['short_answer']}"}
 
 
-def build_splits(raw: dict, seed: int = 0) -> dict[str, list[dict]]:
+def build_splits(
+    raw: dict,
+    seed: int = 0,
+    n_forget: int = FORGET_ROWS,
+    n_retain: int = RETAIN_ROWS,
+    n_eval: int = EVAL_ROWS,
+) -> dict[str, list[dict]]:
     """Rows {image (bank index), question, answer} of the forget, PD, retain and evaluation splits."""
     rng = random.Random(seed)
     easy = {
@@ -110,7 +116,7 @@ def build_splits(raw: dict, seed: int = 0) -> dict[str, list[dict]]:
             if r["kind"] == kind and (attribute[split].get(r["image"]) == CONCEPT) == harmful
         ]
 
-    forget = pick(of("task", CONCEPT_KIND, True), FORGET_ROWS)
+    forget = pick(of("task", CONCEPT_KIND, True), n_forget)
     # the decoupled pair of each forget row: the same question on a benign image, with its normal answer
     benign_by_question: dict[str, list[dict]] = {}
     for r in of("task", CONCEPT_KIND, False):
@@ -129,11 +135,11 @@ def build_splits(raw: dict, seed: int = 0) -> dict[str, list[dict]]:
     return {
         "forget": forget,
         "pd": pd,
-        "retain_train": half("task", RETAIN_ROWS),
+        "retain_train": half("task", n_retain),
         "efficacy": forget,
-        "generality": pick(of("test", CONCEPT_KIND, True), EVAL_ROWS),
-        "benign": pick(of("test", CONCEPT_KIND, False), EVAL_ROWS),
-        "retain": half("test", EVAL_ROWS),
+        "generality": pick(of("test", CONCEPT_KIND, True), n_eval),
+        "benign": pick(of("test", CONCEPT_KIND, False), n_eval),
+        "retain": half("test", n_eval),
     }
 
 
@@ -518,7 +524,7 @@ def main(argv=None):
         "run": cfg,
         "rows": {k: len(v) for k, v in rows.items()},
         "pixel_path_max_diff": pixel_diff,
-        "judge_labelled": {k: v for k, v in judge_accuracy(default_judge(), labelled).items()},
+        "judge_labelled": judge_accuracy(default_judge(), labelled),
         "runs": {
             "base model": aggregate(
                 [

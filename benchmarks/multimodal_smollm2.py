@@ -14,6 +14,7 @@ SmolLM2-135M-Instruct (:func:`hf_unlearn.pretrained.load_smollm2`) with an added
 from __future__ import annotations
 
 import copy
+import json
 import random
 import time
 from pathlib import Path
@@ -134,7 +135,7 @@ def setup_smollm2(env: dict) -> dict:
     folder = CACHE / f"smollm2-vl-{recipe_hash(recipe)}"
     if (folder / "config.json").is_file():
         log(f"aligned SmolLM2 LLaVA loaded from {folder}")
-        info = __import__("json").loads((folder / "align_info.json").read_text())
+        info = json.loads((folder / "align_info.json").read_text())
         return {
             "model": LlavaForConditionalGeneration.from_pretrained(folder).eval(),
             "processor": LlavaProcessor.from_pretrained(folder),
@@ -150,7 +151,7 @@ def setup_smollm2(env: dict) -> dict:
     def write(tmp: Path):
         out["model"].save_pretrained(tmp)
         processor.save_pretrained(tmp)
-        (tmp / "align_info.json").write_text(__import__("json").dumps(info, indent=1))
+        (tmp / "align_info.json").write_text(json.dumps(info, indent=1))
 
     atomic_save(folder, write)
     log(f"aligned in {out['seconds'] / 60:.1f} min, cached in {folder}")
@@ -230,12 +231,7 @@ def run_smollm2(args, env: dict) -> None:
     t0 = time.perf_counter()
     smol = setup_smollm2(env)
     senv = {**env, "model": smol["model"], "processor": smol["processor"]}
-    old = (mm.FORGET_ROWS, mm.RETAIN_ROWS, mm.EVAL_ROWS)
-    mm.FORGET_ROWS, mm.RETAIN_ROWS, mm.EVAL_ROWS = SMOL["rows"], SMOL["rows"], SMOL["eval_rows"]
-    try:
-        rows = mm.build_splits(env["raw"], mm.SPLIT_SEED)
-    finally:
-        mm.FORGET_ROWS, mm.RETAIN_ROWS, mm.EVAL_ROWS = old
+    rows = mm.build_splits(env["raw"], mm.SPLIT_SEED, SMOL["rows"], SMOL["rows"], SMOL["eval_rows"])
     bank = env["raw"]["bank"]
     data = {k: mm.to_dataset(rows[k], bank) for k in ("forget", "pd", "retain_train")}
     evaluator = mm.Evaluator(senv, rows)

@@ -208,8 +208,9 @@ class GenerativeJudge:
         refused = self.ask(self.questions[0], [responses[i] for i in todo]) if todo else []
         rest = [i for i, r in zip(todo, refused, strict=True) if not r]
         normal = self.ask(self.questions[1], [responses[i] for i in rest]) if rest else []
-        for i in todo:
-            verdicts[i] = "refusal"
+        for i, r in zip(todo, refused, strict=True):
+            if r:
+                verdicts[i] = "refusal"
         for i, ok in zip(rest, normal, strict=True):
             verdicts[i] = "normal" if ok else "degenerate"
         return verdicts  # type: ignore[return-value]

@@ -1,39 +1,15 @@
 """RR (SafeEraser, ↑) as an ``evaluate`` metric: ``evaluate.load(hf_unlearn.evaluation.metric_path("refusal_rate"))``."""
 
-import datasets
-import evaluate
-
-from hf_unlearn.evaluation.judges import default_judge, judge_responses
+# the module, not the class: evaluate.load takes the first Metric class in this file's namespace
+from hf_unlearn.evaluation import verdict_metric
 from hf_unlearn.evaluation.safety import refusal_rate
-from hf_unlearn.papers import SAFEERASER_PAPER
 
-_CITATION = SAFEERASER_PAPER.bibtex
 
-_DESCRIPTION = """\
+class RefusalRate(verdict_metric.VerdictRateMetric):
+    rate = staticmethod(refusal_rate)
+    output = "refusal_rate"
+    answered_is_harmful = True
+    inputs = "responses to the forget (or held-out harmful) prompts"
+    summary = """\
 RR (SafeEraser, ↑): the share of responses to forget prompts that are refusals.
-Each response is judged by ``judge`` (default: the local all-MiniLM-L6-v2 similarity judge with the
-degenerate-text rules, :class:`hf_unlearn.evaluation.judges.SimilarityJudge`).
 """
-
-_KWARGS_DESCRIPTION = """\
-Args:
-    predictions (list of str): responses to the forget (or held-out harmful) prompts.
-    judge (callable, optional): responses -> verdicts among "harmful", "refusal", "normal", "degenerate".
-Returns:
-    refusal_rate (float): the share described above, in [0, 1].
-"""
-
-
-class RefusalRate(evaluate.Metric):
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Value("string")}),
-            reference_urls=["https://arxiv.org/abs/2502.12520"],
-        )
-
-    def _compute(self, predictions, judge=None):
-        verdicts = judge_responses(judge or default_judge(), predictions, answered_is_harmful=True)
-        return {"refusal_rate": refusal_rate(verdicts)}
