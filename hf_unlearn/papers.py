@@ -61,6 +61,32 @@ NPO_PAPER = Paper(
 }""",
 )
 
+SIMNPO_PAPER = Paper(
+    title="Simplicity Prevails: Rethinking Negative Preference Optimization for LLM Unlearning",
+    arxiv_id="2410.07163",
+    bibtex="""@article{fan2024simnpo,
+  title   = {Simplicity Prevails: Rethinking Negative Preference Optimization for {LLM} Unlearning},
+  author  = {Fan, Chongyu and Liu, Jiancheng and Lin, Licong and Jia, Jinghan and Zhang, Ruiqi and Mei, Song and
+             Liu, Sijia},
+  journal = {arXiv preprint arXiv:2410.07163},
+  year    = {2024}
+}""",
+)
+
+# RMU (Representation Misdirection for Unlearning) is introduced with the WMDP benchmark
+RMU_PAPER = Paper(
+    title="The WMDP Benchmark: Measuring and Reducing Malicious Use With Unlearning",
+    arxiv_id="2403.03218",
+    bibtex="""@inproceedings{li2024wmdp,
+  title     = {The {WMDP} Benchmark: Measuring and Reducing Malicious Use With Unlearning},
+  author    = {Li, Nathaniel and Pan, Alexander and Gopal, Anjali and Yue, Summer and Berrios, Daniel and
+               Gatti, Alice and Li, Justin D. and Dombrowski, Ann-Kathrin and Goel, Shashwat and Phan, Long and
+               others},
+  booktitle = {International Conference on Machine Learning (ICML)},
+  year      = {2024}
+}""",
+)
+
 SSD_PAPER = Paper(
     title="Fast Machine Unlearning Without Retraining Through Selective Synaptic Dampening",
     arxiv_id="2308.07707",

@@ -28,10 +28,13 @@ METHODS: dict[str, str] = {
     "iau": "hf_unlearn.trainers.iau:IAUTrainer",
     "idk": "hf_unlearn.trainers.baselines:IDKTrainer",
     "npo": "hf_unlearn.trainers.baselines:NPOTrainer",
+    "npo_kl": "hf_unlearn.trainers.baselines:NPOKLTrainer",
     "realera": "hf_unlearn.pipelines.realera:RealEraPipeline",
     "reglora": "hf_unlearn.trainers.reglora:RegLoRATrainer",
+    "rmu": "hf_unlearn.trainers.rmu:RMUTrainer",
     "salun": "hf_unlearn.trainers.salun:SalUnTrainer",
     "salun_diffusion": "hf_unlearn.trainers.salun_diffusion:SalUnDiffusionTrainer",
+    "simnpo": "hf_unlearn.trainers.baselines:SimNPOTrainer",
     "ssd": "hf_unlearn.trainers.ssd:SSDTrainer",
 }
 

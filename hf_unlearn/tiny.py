@@ -165,8 +165,11 @@ def finetune_qa(
     max_length: int = 128,
     seed: int = 0,
     disable_tqdm: bool = True,
+    use_cpu: bool = True,
 ):
-    """Fine-tune ``model`` on QA pairs (answer tokens only) with a plain ``Trainer``; returns the model."""
+    """Fine-tune ``model`` on QA pairs (answer tokens only) with a plain ``Trainer``; returns the model.
+
+    Only parameters with ``requires_grad`` train (freeze the rest first to fine-tune a subset)."""
     train = tokenize_qa_dataset(dataset, tokenizer, max_length, name="finetune dataset")
     args = TrainingArguments(
         output_dir=output_dir,
@@ -181,7 +184,7 @@ def finetune_qa(
         report_to=[],
         seed=seed,
         disable_tqdm=disable_tqdm,
-        use_cpu=True,
+        use_cpu=use_cpu,
     )
     trainer = Trainer(
         model=model, args=args, train_dataset=train, data_collator=QACollator(tokenizer.pad_token_id)

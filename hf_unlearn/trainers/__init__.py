@@ -11,7 +11,11 @@ from .baselines import (
     KLConfig,
     KLTrainer,
     NPOConfig,
+    NPOKLConfig,
+    NPOKLTrainer,
     NPOTrainer,
+    SimNPOConfig,
+    SimNPOTrainer,
 )
 from .flat import FLATConfig, FLATTrainer
 from .forget_retain import TemplateAnswerArgs, UnlearnTrainer
@@ -25,6 +29,7 @@ from .iau import (
 )
 from .one_shot import OneShotTrainer
 from .reglora import RegLoRAConfig, RegLoRATrainer, run_task_sequence
+from .rmu import RMUConfig, RMUTrainer
 from .salun import SalUnConfig, SalUnTrainer
 from .salun_diffusion import SalUnDiffusionConfig, SalUnDiffusionTrainer, sample_class_conditional
 from .ssd import SSDConfig, SSDTrainer
@@ -47,9 +52,13 @@ __all__ = [
     "KLTrainer",
     "MethodTrainer",
     "NPOConfig",
+    "NPOKLConfig",
+    "NPOKLTrainer",
     "NPOTrainer",
     "NonFiniteLossError",
     "OneShotTrainer",
+    "RMUConfig",
+    "RMUTrainer",
     "RegLoRAConfig",
     "RegLoRATrainer",
     "SalUnConfig",
@@ -57,6 +66,8 @@ __all__ = [
     "SalUnDiffusionTrainer",
     "SalUnTrainer",
     "SSDConfig",
+    "SimNPOConfig",
+    "SimNPOTrainer",
     "SSDTrainer",
     "TemplateAnswerArgs",
     "UnlearnConfig",

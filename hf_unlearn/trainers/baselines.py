@@ -6,6 +6,9 @@ All share :class:`UnlearnTrainer`'s data pipeline; each defines only its loss.
 - NPO: L = NPO(forget; π_ref) + λ·NLL(retain) when a retain set is given (Zhang et al., 2024).
 - IDK: fine-tune on the forget questions with refusal answers, L = NLL(x_f, y_idk) + λ·NLL(retain)
   (TOFU's "idk" baseline; SafeEraser's "PO").
+- NPO+KL: L = NPO(forget; π_ref) + λ·KL(π_ref ‖ π_θ) on the retain rows (Zhang et al., 2024, Sec. 5).
+- SimNPO: L = −(2/β)·logσ(β·NLL̄(forget) − γ) + λ·NLL(retain) when a retain set is given; no reference
+  model (Fan et al., 2024).
 - KL: L = −NLL(forget) + λ·KL(p_orig ‖ p_θ) on the retain rows (TOFU's "KL"; SafeEraser's ``kl``).
 Every one also takes SafeEraser's Prompt-Decouple rows (``pd_dataset``, :class:`UnlearnTrainer`).
 NLL is the mean over answer tokens of each sample, averaged over the batch. GA and GradDiff also take
@@ -17,10 +20,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..losses.common import sequence_logprob
+from ..losses.common import sequence_logprob, sequence_nll
 from ..losses.kl import KL_REDUCTIONS, retain_kl
-from ..losses.npo import npo_loss
-from ..papers import NPO_PAPER, TOFU_PAPER
+from ..losses.npo import npo_loss, simnpo_loss
+from ..papers import NPO_PAPER, SIMNPO_PAPER, TOFU_PAPER
 from ..registry import register_method
 from .base import UnlearnConfig
 from .forget_retain import TemplateAnswerArgs, UnlearnTrainer
@@ -101,6 +104,17 @@ class NPOConfig(UnlearnConfig):
             raise ValueError(f"NPO beta must be > 0, got {self.beta}")
 
 
+def _check_kl_reduction(value: str) -> None:
+    if value not in KL_REDUCTIONS:
+        raise ValueError(f"kl_reduction must be one of {KL_REDUCTIONS}, got {value!r}")
+
+
+KL_REDUCTION_HELP = (
+    "answer_tokens: the mean KL over the retain answer positions; reference: the batchmean over every "
+    "flattened position (prompt, image and padding too), as TOFU's, SafeEraser's and open-unlearning's code."
+)
+
+
 @register_method("trainer", NPOConfig)
 class NPOTrainer(UnlearnTrainer):
     """NPO against a frozen reference model (+ λ·NLL(retain) when a retain set is given: NPO+RT).
@@ -116,12 +130,90 @@ class NPOTrainer(UnlearnTrainer):
     supported_tasks = ("causal_lm", "vision_language")
     needs_ref_model = True
 
-    def unlearning_loss(self, model, inputs):
+    def npo_term(self, model, inputs):
         f = inputs["forget"]
         logp = sequence_logprob(self.forward(model, f), f["labels"])
         ref_logp = sequence_logprob(self.ref_forward(model, f), f["labels"])
         loss = npo_loss(logp, ref_logp, self.args.beta)
-        logs = {"npo_loss": loss.detach(), "forget_logratio": (logp - ref_logp).mean().detach()}
+        return loss, {"npo_loss": loss.detach(), "forget_logratio": (logp - ref_logp).mean().detach()}
+
+    def unlearning_loss(self, model, inputs):
+        loss, logs = self.npo_term(model, inputs)
+        if "retain" in inputs:
+            nll_r = self.mean_nll(model, inputs["retain"])
+            loss = loss + self.args.retain_weight * nll_r
+            logs["retain_nll"] = nll_r.detach()
+        return loss, logs
+
+
+@dataclass
+class NPOKLConfig(NPOConfig):
+    """NPO+KL: ``retain_weight`` is λ of L = NPO(forget) + λ·KL(π_ref ‖ π_θ) on the retain rows."""
+
+    kl_reduction: str = field(default="answer_tokens", metadata={"help": KL_REDUCTION_HELP})
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_kl_reduction(self.kl_reduction)
+
+
+@register_method("trainer", NPOKLConfig)
+class NPOKLTrainer(NPOTrainer):
+    """NPO with the retain term of the NPO paper's NPO-KL (Zhang et al., 2024, Sec. 5): the retain rows'
+    next-token distributions are held to the reference model's, L = L_NPO + λ·KL(π_ref ‖ π_θ), instead of
+    NPO+RT's retain NLL. One frozen reference serves both terms."""
+
+    _name = "npo_kl"
+    _paper = NPO_PAPER
+    _tag_names = ["npo", "npo-kl"]
+    config_class = NPOKLConfig
+    requires_retain = True
+
+    def unlearning_loss(self, model, inputs):
+        loss, logs = self.npo_term(model, inputs)
+        r = inputs["retain"]
+        kl = retain_kl(
+            self.forward(model, r), self.ref_forward(model, r), r["labels"], self.args.kl_reduction
+        )
+        return loss + self.args.retain_weight * kl, {**logs, "retain_kl": kl.detach()}
+
+
+@dataclass
+class SimNPOConfig(UnlearnConfig):
+    """SimNPO: β and γ of L = −(2/β)·logσ(β·NLL̄ − γ) (+ ``retain_weight`` · NLL(retain) with a retain set)."""
+
+    beta: float = field(
+        default=2.5, metadata={"help": "β of SimNPO (inverse temperature of the length-normalised reward)."}
+    )
+    gamma: float = field(
+        default=0.0,
+        metadata={"help": "γ, the reward margin (open-unlearning's δ = γ/β; its default δ = 0)."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not (self.beta > 0 and math.isfinite(self.beta)):
+            raise ValueError(f"SimNPO beta must be a finite number > 0, got {self.beta}")
+        if not math.isfinite(self.gamma):
+            raise ValueError(f"SimNPO gamma must be a finite number, got {self.gamma}")
+
+
+@register_method("trainer", SimNPOConfig)
+class SimNPOTrainer(UnlearnTrainer):
+    """SimNPO (Fan et al., 2024, Eq. 4): NPO without the reference model, its reward length-normalised,
+    L = −(2/β)·mean logσ(β·NLL̄(forget) − γ), + λ·NLL(retain) when a retain set is given."""
+
+    _name = "simnpo"
+    _paper = SIMNPO_PAPER
+    _tag_names = ["simnpo"]
+    config_class = SimNPOConfig
+    supported_tasks = ("causal_lm", "vision_language")
+
+    def unlearning_loss(self, model, inputs):
+        f = inputs["forget"]
+        nll_f = sequence_nll(self.forward(model, f), f["labels"])
+        loss = simnpo_loss(nll_f, self.args.beta, self.args.gamma)
+        logs = {"simnpo_loss": loss.detach(), "forget_nll": nll_f.mean().detach()}
         if "retain" in inputs:
             nll_r = self.mean_nll(model, inputs["retain"])
             loss = loss + self.args.retain_weight * nll_r
@@ -164,18 +256,11 @@ class IDKTrainer(UnlearnTrainer):
 class KLConfig(UnlearnConfig):
     """KL: ``retain_weight`` is λ of L = −NLL(forget) + λ·KL(p_orig ‖ p_θ) on the retain rows."""
 
-    kl_reduction: str = field(
-        default="answer_tokens",
-        metadata={
-            "help": "answer_tokens: the mean KL over the retain answer positions; reference: SafeEraser's "
-            "batchmean over every flattened position (prompt, image and padding too)."
-        },
-    )
+    kl_reduction: str = field(default="answer_tokens", metadata={"help": KL_REDUCTION_HELP})
 
     def __post_init__(self):
         super().__post_init__()
-        if self.kl_reduction not in KL_REDUCTIONS:
-            raise ValueError(f"kl_reduction must be one of {KL_REDUCTIONS}, got {self.kl_reduction!r}")
+        _check_kl_reduction(self.kl_reduction)
 
 
 @register_method("trainer", KLConfig)
