@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Classification unlearning benchmark on real data: scikit-learn's bundled handwritten digits.
 
-    python benchmarks/digits.py               # 3 seeds, both scenarios, worst-case study (~11 min, 2 busy cores)
+    python benchmarks/digits.py               # 3 seeds, both scenarios, worst-case study (~12 min, 2 busy cores)
     python benchmarks/digits.py --quick       # 1 seed, small grids (~2 min): a smoke run
 
 Writes ``benchmarks/results/digits.{json,md,png}``. Nothing is downloaded: ``sklearn.datasets.load_digits``
@@ -19,7 +19,8 @@ Protocol (the Markdown output repeats it)
   **random 10 %** (a seeded random 10 % of the training images; TA on the whole test split).
 * Methods, all through this library's trainers (one ``train()`` each): fine-tune on retain (plain
   ``Trainer``), GA (``GATrainer``), random labels (RL = ``SalUnTrainer`` with ``mask_ratio=1``: every weight
-  may move), SalUn (``mask_ratio=0.5``), SSD (``SSDTrainer``, batch 64), IAU (``IAUTrainer``, one
+  may move), SalUn (``mask_ratio=0.5``), SSD (``SSDTrainer``, batch 64; with a fixed α from the grid and
+  with adaptive SSD's parameter-free α, ``selection="adaptive"``), IAU (``IAUTrainer``, one
   first-Adam step with gradient correction). Iterative methods use SGD with momentum 0.9 and weight decay
   5e-4 as in the SalUn reference code. RL and SalUn run with ``SalUnConfig``'s classifier defaults, the
   reference recipe (``Classification/unlearn/impl.py`` + ``RL.py``): constant lr, no gradient clipping,
@@ -96,6 +97,7 @@ GRIDS = {
         "salun_paired": _grid(lr=[3e-3, 0.01, 0.03], rw=[1.0, 5.0]),
         "ssd": _grid(alpha=[8.0, 9.0, 10.0, 11.0, 12.0]),
         "ssd_ps": _grid(alpha=[4.0, 5.0, 6.0, 7.0, 8.0]),
+        "ssd_adaptive": [{}],  # adaptive SSD: α from the importances, nothing to tune
         "iau": _grid(lr=[1e-3, 3e-3, 1e-2, 3e-2]),
     },
     "random": {
@@ -106,6 +108,7 @@ GRIDS = {
         "salun_paired": _grid(lr=[3e-5, 1e-4, 3e-4], rw=[5.0, 10.0]),
         "ssd": _grid(alpha=[8.0, 9.0, 10.0, 11.0, 12.0]),
         "ssd_ps": _grid(alpha=[4.0, 5.0, 6.0, 7.0, 8.0]),
+        "ssd_adaptive": [{}],
         "iau": _grid(lr=[1e-4, 3e-4, 1e-3, 3e-3]),
     },
 }
@@ -193,6 +196,9 @@ def train_from_scratch(data, seed: int, epochs: int) -> tuple[ResNetForImageClas
     return model.eval(), time.perf_counter() - start
 
 
+ALPHAS: dict[tuple[str, int], float] = {}  # (SSD variant, seed) -> the α its last edit used
+
+
 def hp_label(hp: dict | None) -> str:
     names = {"lr": "lr", "rw": "α (retain weight)", "alpha": "α"}
     return ", ".join(f"{names[k]} = {v:g}" for k, v in (hp or {}).items())
@@ -245,18 +251,23 @@ def run_method(name, original, forget, retain, seed, hp, epochs, stored_importan
         )
         trainer = SalUnTrainer(model=model, args=args, forget_dataset=forget, retain_dataset=retain)
     elif name.startswith("ssd"):
+        stored = name in ("ssd_ps_stored", "ssd_ps_adaptive")
         args = SSDConfig(
             out,
-            selection_weighting=hp["alpha"],
-            importance_definition="batch" if name == "ssd" else "per_sample",
+            selection="adaptive" if name.endswith("adaptive") else "fixed",
+            selection_weighting=hp.get("alpha", 10.0),
+            importance_definition="batch" if name in ("ssd", "ssd_adaptive") else "per_sample",
             importance_batch_size=64,
             save_full_importance=False,
-            full_importance_path=stored_importance if name == "ssd_ps_stored" else None,
+            full_importance_path=stored_importance if stored else None,
             seed=seed,
             **QUIET,
         )
-        data = {} if name == "ssd_ps_stored" else {"retain_dataset": retain}
+        data = {} if stored else {"retain_dataset": retain}
         trainer = SSDTrainer(model=model, args=args, forget_dataset=forget, **data)
+        _quiet(trainer).train()
+        ALPHAS[(name, seed)] = trainer.alpha
+        return model.eval(), time.perf_counter() - start
     elif name == "iau":
         args = IAUConfig(out, learning_rate=hp["lr"], seed=seed, **QUIET)
         trainer = IAUTrainer(model=model, args=args, forget_dataset=forget, retain_dataset=retain)
@@ -350,12 +361,13 @@ def main(argv=None) -> None:
     results["ssd_sensitivity"] = ssd_sensitivity(
         train, test, seeds, originals, stored, grids["class"]["ssd_ps"]
     )
-    methods = ["original", "retrain", *GRIDS["class"], "ssd_ps_stored"]
+    methods = ["original", "retrain", *GRIDS["class"], "ssd_ps_stored", "ssd_ps_adaptive"]
     for scenario in ("class", "random"):
         print(f"[{scenario}] grid search on seed 0", flush=True)
         grid = grid_search(train, test, scenario, originals, retrains, grids[scenario], epochs)
         chosen = {name: min(g, key=lambda pair: pair[1])[0] for name, g in grid.items()}
         chosen["ssd_ps_stored"] = chosen["ssd_ps"]
+        chosen["ssd_ps_adaptive"] = {}
         results["grids"][scenario] = {
             n: [{"hp": hp, "avg_gap": gap} for hp, gap in g] for n, g in grid.items()
         }
@@ -374,6 +386,8 @@ def main(argv=None) -> None:
                     )
                 m = evaluate(model, forget, retain, test_ta, forget_test)
                 m.update(avg_gap=avg_gap(m, ref), seconds=secs, time_ratio=secs / retrain_time)
+                if name.startswith("ssd"):
+                    m["alpha"] = ALPHAS[(name, s)]
                 per_method[name].append(m)
                 print(
                     f"  {scenario:6s} seed {s} {name:8s} UA {m['UA']:6.2f} MIA {m['MIA']:6.2f} RA {m['RA']:6.2f} "
@@ -498,6 +512,8 @@ NAMES = {
     "ssd": "SSD (batch importance, reference)",
     "ssd_ps": "SSD (per-sample importance)",
     "ssd_ps_stored": "SSD (per-sample, stored I_D)",
+    "ssd_adaptive": "Adaptive SSD (batch importance)",
+    "ssd_ps_adaptive": "Adaptive SSD (per-sample, stored I_D)",
     "iau": "IAU",
 }
 
@@ -506,7 +522,9 @@ def targets(r: dict) -> list[str]:
     out = []
     c = r["scenarios"]["class"]
     orig = c["original"]["summary"]
-    for name in ("ssd", "ssd_ps", "ssd_ps_stored"):
+    for name in ("ssd", "ssd_ps", "ssd_ps_stored", "ssd_adaptive", "ssd_ps_adaptive"):
+        if name not in c:
+            continue
         ssd = c[name]["summary"]
         forget_acc = 100 - ssd["UA"][0]
         test_forget = ssd["forget_class_test_acc"][0]
@@ -564,6 +582,8 @@ def markdown(r: dict) -> str:
         for name, d in s.items():
             m = d["summary"]
             hp = hp_label(r["chosen"][scenario].get(name))
+            if name.endswith("adaptive"):
+                hp = f"α = {_ms(m['alpha'])} (computed per seed)"
             cls = f" | {_ms(m['forget_class_test_acc'])}" if extra else ""
             lines.append(
                 f"| {NAMES[name]} | {hp} | {_ms(m['UA'])} | {_ms(m['MIA'])} | {_ms(m['RA'])} | {_ms(m['TA'])} | "
@@ -609,6 +629,17 @@ def markdown(r: dict) -> str:
                 + (" ✓" if ok else "")
             )
         lines.append(f"| {alpha} | " + " | ".join(cells) + " |")
+    adaptive = r["scenarios"]["class"].get("ssd_ps_adaptive")
+    if adaptive:
+        cells = []
+        for x, o in zip(adaptive["per_seed"], r["scenarios"]["class"]["original"]["per_seed"], strict=True):
+            forget_acc, ra_drop, ta_drop = 100 - x["UA"], o["RA"] - x["RA"], o["TA"] - x["TA"]
+            ok = forget_acc <= 5 and x["forget_class_test_acc"] <= 5 and ra_drop <= 2 and ta_drop <= 2
+            cells.append(
+                f"α = {x['alpha']:.3g}: {forget_acc:.1f} / {x['forget_class_test_acc']:.1f}; "
+                f"{-ra_drop:+.1f} / {-ta_drop:+.1f}" + (" ✓" if ok else "")
+            )
+        lines.append("| adaptive (ASSD) | " + " | ".join(cells) + " |")
     lines += [
         "",
         f"SSD (stored I_D): the one-off I_D pass at the end of training took "
@@ -631,6 +662,8 @@ SHORT = {
     "ssd": "SSD-batch",
     "ssd_ps": "SSD-ps",
     "ssd_ps_stored": "SSD-ps stored",
+    "ssd_adaptive": "ASSD-batch",
+    "ssd_ps_adaptive": "ASSD-ps stored",
 }
 
 

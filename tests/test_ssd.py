@@ -1,3 +1,4 @@
+import copy
 import math
 import os
 import shutil
@@ -14,6 +15,7 @@ from utils import demo_world, run_torchrun
 
 from hf_unlearn.importance.fisher import (
     accumulate_importance,
+    adaptive_alpha,
     dampen_,
     dampening_factors,
     load_importance,
@@ -122,6 +124,36 @@ def test_ssd_edits_only_selected_weights_and_never_grows_them(tmp_path):
     trainer.save_model()
     card = (tmp_path / "README.md").read_text()
     assert "α = 2.0" in card and "dampened parameters" in card and "`classifier.1`" in card
+
+
+def test_adaptive_alpha_by_hand():
+    i_full = {"a": torch.tensor([1.0, 2.0, 0.0]), "b": torch.tensor([[4.0]])}
+    i_forget = {"a": torch.tensor([3.0, 1.0, 5.0]), "b": torch.tensor([[2.0]])}
+    # ratios where I_D > 0: 3/1, 1/2, 2/4 -> mean 4/3; the element with I_D = 0 is left out
+    assert adaptive_alpha(i_full, i_forget) == pytest.approx(4 / 3)
+    selected, _ = dampening_factors(i_full["a"], i_forget["a"], 4 / 3, 1.0)
+    assert selected.tolist() == [True, False, True]  # 3 > 4/3·1, 1 < 4/3·2, 5 > 0
+    with pytest.raises(ValueError, match="zero everywhere"):
+        adaptive_alpha({"a": torch.zeros(2)}, {"a": torch.ones(2)})
+
+
+def test_adaptive_ssd_edit_equals_fixed_ssd_at_the_computed_alpha(tmp_path):
+    model = tiny_resnet()
+    twin = copy.deepcopy(model)
+    trainer = _ssd(tmp_path / "a", model, alpha=123.0)
+    trainer.args.selection = "adaptive"
+    i_forget = trainer.importance(trainer.train_dataset.views["forget"])
+    metrics = trainer.train().metrics
+    i_full = load_file(str(tmp_path / "a" / FULL_IMPORTANCE_FILE))
+    alpha = adaptive_alpha(i_full, i_forget)
+    assert metrics["alpha"] == pytest.approx(alpha) and trainer.alpha == pytest.approx(alpha)
+    assert metrics["dampened_parameters"] > 0
+    fixed = _ssd(tmp_path / "b", twin, alpha=alpha)
+    fixed.train()
+    for (n, p), q in zip(model.named_parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0, msg=n)
+    trainer.save_model()
+    assert "adaptive SSD" in (tmp_path / "a" / "README.md").read_text()
 
 
 def test_ssd_huge_alpha_changes_nothing(tmp_path):
@@ -327,6 +359,7 @@ def test_ssd_on_a_causal_lm_with_qa_data(tmp_path):
         (dict(dampening_constant=-0.1), "dampening_constant"),
         (dict(importance_batch_size=0), "importance_batch_size"),
         (dict(importance_definition="hessian"), "importance_definition"),
+        (dict(selection="auto"), "selection"),
     ],
 )
 def test_ssd_config_rejects_impossible_values(tmp_path, kw, match):

@@ -1,5 +1,5 @@
 """Evaluation of unlearning: TOFU-style metrics, classification metrics (UA/RA/TA/MIA, Avg. Gap),
-min-k% membership inference, worst-case forget sets, SafeEraser's safety metrics with local judges,
+min-k% membership inference, worst-case forget sets, relearning and quantization attacks, SafeEraser's safety metrics with local judges,
 ``evaluate`` modules.
 
 The ``evaluate`` modules live in ``metrics/<name>/<name>.py``; load one offline with
@@ -28,6 +28,7 @@ from .judges import (
     judge_responses,
 )
 from .mia import mia_auc, min_k_mia, min_k_percent_score
+from .robustness import PRECISIONS, quantization_attack, quantize_weights_, relearning_attack
 from .safety import (
     attack_success_rate,
     is_degenerate,
@@ -67,6 +68,10 @@ def metric_path(name: str) -> str:
 
 __all__ = [
     "METRICS_DIR",
+    "PRECISIONS",
+    "quantization_attack",
+    "quantize_weights_",
+    "relearning_attack",
     "accuracy",
     "avg_gap",
     "entropy_mia",

@@ -152,6 +152,28 @@ def dampening_factors(
     return selected, beta
 
 
+def adaptive_alpha(i_full: dict, i_forget: dict) -> float:
+    """Adaptive SSD's parameter-free selection weighting (Schoepf, Foster & Brintrup, 2024, "Parameter-tuning-
+    free data entry error unlearning with adaptive selective synaptic dampening", arXiv 2402.10098, Sec. 3):
+    α is the mean importance ratio over every parameter element,
+
+        α = (1/n) Σ_i I_f,i / I_D,i   over the n elements with I_D,i > 0,
+
+    so the edit selects the elements whose forget importance exceeds the network's average ratio instead of a
+    tuned multiple of I_D. Elements with I_D,i = 0 have no finite ratio and are left out of the mean (they are
+    still selected whenever I_f,i > 0, as with any α). Summed in float64 over all tensors.
+    """
+    total, count = 0.0, 0
+    for name, full in i_full.items():
+        full64, forget64 = full.double(), i_forget[name].double().to(full.device)
+        positive = full64 > 0
+        total += (forget64[positive] / full64[positive]).sum().item()
+        count += int(positive.sum())
+    if count == 0:
+        raise ValueError("adaptive α needs an I_D that is > 0 somewhere; this one is zero everywhere")
+    return total / count
+
+
 def check_importance(
     importance: dict, params: dict[str, torch.Tensor], what: str, allow_all_zero: bool = True
 ) -> None:

@@ -24,6 +24,7 @@ from datasets import concatenate_datasets
 from ..importance.fisher import (
     DEFINITIONS,
     accumulate_importance,
+    adaptive_alpha,
     check_importance,
     dampen_,
     load_importance,
@@ -36,6 +37,7 @@ from .base import UnlearnConfig, is_peft_model
 from .one_shot import OneShotTrainer
 
 FULL_IMPORTANCE_FILE = "ssd_full_importance.safetensors"
+SELECTIONS = ("fixed", "adaptive")
 
 
 @dataclass
@@ -44,6 +46,13 @@ class SSDConfig(UnlearnConfig):
 
     selection_weighting: float = field(
         default=10.0, metadata={"help": "α: a parameter is selected when I_f > α·I_D (must be > 0)."}
+    )
+    selection: str = field(
+        default="fixed",
+        metadata={
+            "help": "fixed: α = selection_weighting (SSD); adaptive: α = the mean importance ratio I_f/I_D over "
+            "all parameter elements (adaptive SSD, arXiv 2402.10098: no α to tune; selection_weighting unused)."
+        },
     )
     dampening_constant: float = field(
         default=1.0, metadata={"help": "λ: selected parameters are scaled by min(λ·I_D/I_f, 1) (>= 0)."}
@@ -79,6 +88,8 @@ class SSDConfig(UnlearnConfig):
         super().__post_init__()
         if not self.selection_weighting > 0:  # also rejects NaN
             raise ValueError(f"selection_weighting (α) must be > 0, got {self.selection_weighting}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
         if not (self.dampening_constant >= 0 and math.isfinite(self.dampening_constant)):
             raise ValueError(
                 f"dampening_constant (λ) must be a finite number >= 0, got {self.dampening_constant}"
@@ -114,6 +125,7 @@ class SSDTrainer(OneShotTrainer):
     def __init__(self, *args, full_dataset=None, full_importance=None, **kwargs):
         self._full_dataset, self._full_importance = full_dataset, full_importance
         self.dampened: dict[str, int] = {}
+        self.alpha: float | None = None  # the α of the last edit (adaptive: computed from the importances)
         super().__init__(*args, **kwargs)
 
     def check_inputs(self, model, args, peft_config) -> None:
@@ -202,19 +214,28 @@ class SSDTrainer(OneShotTrainer):
                 )
         else:
             i_full = self.full_importance
-        self.dampened = dampen_(self.model, i_full, i_forget, a.selection_weighting, a.dampening_constant)
+        alpha = adaptive_alpha(i_full, i_forget) if a.selection == "adaptive" else a.selection_weighting
+        self.dampened = dampen_(self.model, i_full, i_forget, alpha, a.dampening_constant)
+        self.alpha = alpha
         total = sum(p.numel() for n, p in self.model.named_parameters() if n in i_forget)
         figures = {
+            "alpha": alpha,
             "dampened_parameters": sum(self.dampened.values()),
             "dampened_fraction": sum(self.dampened.values()) / max(total, 1),
         }
         return figures, 0.0
 
+    def _alpha_text(self) -> str:
+        if self.args.selection == "fixed":
+            return f"{self.args.selection_weighting}"
+        value = "computed at the edit" if self.alpha is None else f"{self.alpha:.4g}"
+        return f"{value} (adaptive SSD: the mean importance ratio I_f/I_D, arXiv 2402.10098)"
+
     def card_notes(self) -> str | None:
         a = self.args
         lines = [
             "### SSD edit",
-            f"- selection weighting α = {a.selection_weighting}, dampening constant λ = {a.dampening_constant}",
+            f"- selection weighting α = {self._alpha_text()}, dampening constant λ = {a.dampening_constant}",
             f"- importance: {a.importance_definition} definition, batch size {a.importance_batch_size}"
             f"{', label-free (LFSSD)' if a.label_free else ''}; I_D "
             f"{'computed on the full data' if self.full_view is not None else 'loaded from a saved file'}",
