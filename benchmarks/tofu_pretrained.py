@@ -91,7 +91,12 @@ class PretrainedBenchConfig:
 QUICK = dict(ft_epochs=0.1, eval_retain_rows=8, eval_max_rows=8, max_new_tokens=12)
 # --gpu: the same protocol with every layer trainable, all three splits and full evaluation sets
 GPU = dict(
-    trainable_layers=30, splits=("forget01", "forget05", "forget10"), eval_batch_size=64, device="cuda"
+    trainable_layers=30,
+    splits=("forget01", "forget05", "forget10"),
+    eval_retain_rows=240,
+    eval_max_rows=None,
+    eval_batch_size=64,
+    device="cuda",
 )
 
 

@@ -127,14 +127,21 @@ def test_ssd_edits_only_selected_weights_and_never_grows_them(tmp_path):
 
 
 def test_adaptive_alpha_by_hand():
-    i_full = {"a": torch.tensor([1.0, 2.0, 0.0]), "b": torch.tensor([[4.0]])}
-    i_forget = {"a": torch.tensor([3.0, 1.0, 5.0]), "b": torch.tensor([[2.0]])}
-    # ratios where I_D > 0: 3/1, 1/2, 2/4 -> mean 4/3; the element with I_D = 0 is left out
-    assert adaptive_alpha(i_full, i_forget) == pytest.approx(4 / 3)
-    selected, _ = dampening_factors(i_full["a"], i_forget["a"], 4 / 3, 1.0)
-    assert selected.tolist() == [True, False, True]  # 3 > 4/3·1, 1 < 4/3·2, 5 > 0
+    i_full = {"a": torch.tensor([1.0, 2.0, 0.0, 1.0]), "b": torch.tensor([[4.0]])}
+    i_forget = {"a": torch.tensor([3.0, 1.0, 5.0, 0.0]), "b": torch.tensor([[2.0]])}
+    # ratios where I_D > 0: 3, 0.5, 0, 0.5 -> sorted 0, 0.5, 0.5, 3; the element with I_D = 0 is left out.
+    # 50th percentile: position 1.5 -> 0.5; 90th: position 2.7 -> 0.5 + 0.7·(3 − 0.5) = 2.25
+    assert adaptive_alpha(i_full, i_forget, 50) == pytest.approx(0.5)
+    assert adaptive_alpha(i_full, i_forget, 90) == pytest.approx(2.25)
+    assert adaptive_alpha(i_full, i_forget, 90) == pytest.approx(
+        torch.quantile(torch.tensor([3.0, 0.5, 0.0, 0.5], dtype=torch.float64), 0.9).item()
+    )
+    selected, _ = dampening_factors(i_full["a"], i_forget["a"], 2.25, 1.0)
+    assert selected.tolist() == [True, False, True, False]  # 3 > 2.25·1, 1 < 2.25·2, 5 > 0, 0 = 0
     with pytest.raises(ValueError, match="zero everywhere"):
         adaptive_alpha({"a": torch.zeros(2)}, {"a": torch.ones(2)})
+    with pytest.raises(ValueError, match="percentile"):
+        adaptive_alpha(i_full, i_forget, 100)
 
 
 def test_adaptive_ssd_edit_equals_fixed_ssd_at_the_computed_alpha(tmp_path):
@@ -145,7 +152,7 @@ def test_adaptive_ssd_edit_equals_fixed_ssd_at_the_computed_alpha(tmp_path):
     i_forget = trainer.importance(trainer.train_dataset.views["forget"])
     metrics = trainer.train().metrics
     i_full = load_file(str(tmp_path / "a" / FULL_IMPORTANCE_FILE))
-    alpha = adaptive_alpha(i_full, i_forget)
+    alpha = adaptive_alpha(i_full, i_forget, 99.0)
     assert metrics["alpha"] == pytest.approx(alpha) and trainer.alpha == pytest.approx(alpha)
     assert metrics["dampened_parameters"] > 0
     fixed = _ssd(tmp_path / "b", twin, alpha=alpha)
@@ -360,6 +367,7 @@ def test_ssd_on_a_causal_lm_with_qa_data(tmp_path):
         (dict(importance_batch_size=0), "importance_batch_size"),
         (dict(importance_definition="hessian"), "importance_definition"),
         (dict(selection="auto"), "selection"),
+        (dict(adaptive_percentile=0.0), "adaptive_percentile"),
     ],
 )
 def test_ssd_config_rejects_impossible_values(tmp_path, kw, match):

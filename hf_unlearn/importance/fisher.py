@@ -152,26 +152,34 @@ def dampening_factors(
     return selected, beta
 
 
-def adaptive_alpha(i_full: dict, i_forget: dict) -> float:
-    """Adaptive SSD's parameter-free selection weighting (Schoepf, Foster & Brintrup, 2024, "Parameter-tuning-
-    free data entry error unlearning with adaptive selective synaptic dampening", arXiv 2402.10098, Sec. 3):
-    α is the mean importance ratio over every parameter element,
+def adaptive_alpha(i_full: dict, i_forget: dict, percentile: float = 99.0) -> float:
+    """Adaptive SSD's selection weighting (Schoepf, Foster & Brintrup, 2024, "Parameter-tuning-free data entry
+    error unlearning with adaptive selective synaptic dampening", arXiv 2402.10098): α is a percentile of the
+    relative importances r_i = I_f,i / I_D,i over every parameter element, so the edit selects the elements
+    whose forget importance stands out against the network's own distribution instead of a hand-tuned
+    multiple of I_D:
 
-        α = (1/n) Σ_i I_f,i / I_D,i   over the n elements with I_D,i > 0,
+        α = the ``percentile``-th percentile of {I_f,i / I_D,i : I_D,i > 0}   (linear interpolation).
 
-    so the edit selects the elements whose forget importance exceeds the network's average ratio instead of a
-    tuned multiple of I_D. Elements with I_D,i = 0 have no finite ratio and are left out of the mean (they are
-    still selected whenever I_f,i > 0, as with any α). Summed in float64 over all tensors.
+    Elements with I_D,i = 0 have no finite ratio and are left out (they are still selected whenever
+    I_f,i > 0, as with any α). Computed in float64 over all tensors.
     """
-    total, count = 0.0, 0
+    if not 0 < percentile < 100:
+        raise ValueError(f"percentile must be in (0, 100), got {percentile}")
+    ratios = []
     for name, full in i_full.items():
-        full64, forget64 = full.double(), i_forget[name].double().to(full.device)
+        full64, forget64 = full.double().flatten(), i_forget[name].double().to(full.device).flatten()
         positive = full64 > 0
-        total += (forget64[positive] / full64[positive]).sum().item()
-        count += int(positive.sum())
-    if count == 0:
+        ratios.append((forget64[positive] / full64[positive]).cpu())
+    ratios = torch.cat(ratios) if ratios else torch.empty(0, dtype=torch.float64)
+    if ratios.numel() == 0:
         raise ValueError("adaptive α needs an I_D that is > 0 somewhere; this one is zero everywhere")
-    return total / count
+    # torch.quantile refuses inputs over 2^24 elements: sort once and interpolate as numpy's "linear" method
+    ordered = ratios.sort().values
+    pos = (ordered.numel() - 1) * percentile / 100
+    lo = int(pos)
+    hi = min(lo + 1, ordered.numel() - 1)
+    return float(ordered[lo] + (pos - lo) * (ordered[hi] - ordered[lo]))
 
 
 def check_importance(

@@ -3,7 +3,9 @@
 Retrain-free: ``SSDTrainer.train()`` takes no optimizer step. It computes the diagonal Fisher importance
 of every parameter on the forget set (I_f) and on the full training data (I_D, or loads it from a
 safetensors file computed earlier), selects the parameters that matter much more to the forget set,
-I_f > α·I_D, and dampens them, θ ← min(λ·I_D / I_f, 1)·θ (paper Sec. 3, Eq. 3–4). The maths lives in
+I_f > α·I_D, and dampens them, θ ← min(λ·I_D / I_f, 1)·θ (paper Sec. 3, Eq. 3–4). With
+``selection="adaptive"`` (adaptive SSD, arXiv 2402.10098) α is not tuned but set to a percentile of the
+ratios I_f / I_D (:func:`~hf_unlearn.importance.fisher.adaptive_alpha`). The maths lives in
 :mod:`hf_unlearn.importance.fisher`.
 
 Works for image/text classifiers and for causal LMs on question/answer data (any model whose forward
@@ -50,8 +52,15 @@ class SSDConfig(UnlearnConfig):
     selection: str = field(
         default="fixed",
         metadata={
-            "help": "fixed: α = selection_weighting (SSD); adaptive: α = the mean importance ratio I_f/I_D over "
-            "all parameter elements (adaptive SSD, arXiv 2402.10098: no α to tune; selection_weighting unused)."
+            "help": "fixed: α = selection_weighting (SSD); adaptive: α = the adaptive_percentile-th percentile of "
+            "the importance ratios I_f/I_D over all parameter elements (adaptive SSD, arXiv 2402.10098; "
+            "selection_weighting unused)."
+        },
+    )
+    adaptive_percentile: float = field(
+        default=99.0,
+        metadata={
+            "help": "Adaptive SSD: the percentile of I_f/I_D that becomes α (0-100; our default, see the README)."
         },
     )
     dampening_constant: float = field(
@@ -90,6 +99,8 @@ class SSDConfig(UnlearnConfig):
             raise ValueError(f"selection_weighting (α) must be > 0, got {self.selection_weighting}")
         if self.selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
+        if not 0 < self.adaptive_percentile < 100:
+            raise ValueError(f"adaptive_percentile must be in (0, 100), got {self.adaptive_percentile}")
         if not (self.dampening_constant >= 0 and math.isfinite(self.dampening_constant)):
             raise ValueError(
                 f"dampening_constant (λ) must be a finite number >= 0, got {self.dampening_constant}"
@@ -214,7 +225,11 @@ class SSDTrainer(OneShotTrainer):
                 )
         else:
             i_full = self.full_importance
-        alpha = adaptive_alpha(i_full, i_forget) if a.selection == "adaptive" else a.selection_weighting
+        alpha = (
+            adaptive_alpha(i_full, i_forget, a.adaptive_percentile)
+            if a.selection == "adaptive"
+            else a.selection_weighting
+        )
         self.dampened = dampen_(self.model, i_full, i_forget, alpha, a.dampening_constant)
         self.alpha = alpha
         total = sum(p.numel() for n, p in self.model.named_parameters() if n in i_forget)
@@ -229,7 +244,10 @@ class SSDTrainer(OneShotTrainer):
         if self.args.selection == "fixed":
             return f"{self.args.selection_weighting}"
         value = "computed at the edit" if self.alpha is None else f"{self.alpha:.4g}"
-        return f"{value} (adaptive SSD: the mean importance ratio I_f/I_D, arXiv 2402.10098)"
+        return (
+            f"{value} (adaptive SSD: the {self.args.adaptive_percentile:g}th percentile of the importance ratios "
+            "I_f/I_D, arXiv 2402.10098)"
+        )
 
     def card_notes(self) -> str | None:
         a = self.args
