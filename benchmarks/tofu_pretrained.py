@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import math
@@ -425,8 +426,47 @@ def attacks(model, tok, data, split, refs: dict, cfg, budget) -> dict:
 # ---------------------------------------------------------------------------------------------------
 
 
+# finished runs are also kept in the repository (small JSON files), so that a fresh checkout resumes a long
+# benchmark instead of repeating it; the cache key holds no machine path
+RUNS_DIR = REPO / "benchmarks" / "results" / "tofu_pretrained_runs"
+
+
 def run_key(spec: dict) -> str:
-    return recipe_hash({k: v for k, v in spec.items() if k not in ("refs", "threads")})
+    return recipe_hash(
+        {k: v for k, v in spec.items() if k not in ("refs", "threads", "target_dir", "model", "data", "key")}
+    )
+
+
+def seed_runs(cache: Path) -> None:
+    """Copy the committed run results into the cache (those not there yet)."""
+    import shutil
+
+    runs = cache / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    if cache.name == "full" and RUNS_DIR.is_dir():
+        for f in RUNS_DIR.glob("*.json"):
+            if not (runs / f.name).is_file():
+                shutil.copy(f, runs / f.name)
+
+
+def cached_stage(cache: Path, key: dict, compute):
+    """``compute()``'s result, cached as JSON under the hash of ``key`` (the timing and GUARD stages)."""
+    path = cache / "runs" / f"stage-{recipe_hash(key)}.json"
+    if path.is_file():
+        log(f"{key['stage']} stage: cached")
+        return json.loads(path.read_text())
+    result = compute()
+    keep(cache, path.name, result)
+    return result
+
+
+def keep(cache: Path, name: str, result) -> None:
+    """Write a finished result into the cache and, for the full benchmark, into :data:`RUNS_DIR`."""
+    text = json.dumps(result, default=float)
+    (cache / "runs" / name).write_text(text)
+    if cache.name == "full":
+        RUNS_DIR.mkdir(parents=True, exist_ok=True)
+        (RUNS_DIR / name).write_text(text)
 
 
 def execute(spec: dict) -> dict:
@@ -443,11 +483,11 @@ def execute(spec: dict) -> dict:
     budget = UnlearnBudget(**spec["budget"])
     data = Data(Path(spec["data"]), cfg, 0)
     split, refs = spec["split"], spec["refs"]
-    tok_dir = Path(spec["target"])
+    tok_dir = Path(spec["target_dir"])
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tok_dir)
-    folder = spec["model"] if spec["kind"] == "reference" else spec["target"]
+    folder = spec["model"] if spec["kind"] == "reference" else spec["target_dir"]
     model = freeze_below_top_layers(
         AutoModelForCausalLM.from_pretrained(folder).to(cfg.device), cfg.trainable_layers
     )
@@ -507,7 +547,7 @@ def run_all(specs: list[dict], cache: Path, workers: int) -> dict:
     bar = tqdm(total=len(todo), desc="tofu_pretrained", unit="run", dynamic_ncols=True)
 
     def done(key, res):
-        (runs / f"{key}.json").write_text(json.dumps(res))
+        keep(cache, f"{key}.json", res)
         results[key] = res
         bar.update()
 
@@ -635,13 +675,27 @@ def run(args) -> dict:
         return {}
 
     ctx = {"cfg": cfg, "budget": budget, "target": str(target_dir), "data": data}
+    seed_runs(cache)
+    base_key = {
+        "cfg": asdict(cfg),
+        "budget": asdict(budget),
+        "target": str(target_dir.name),
+        "v": CACHE_VERSION,
+    }
     t0 = time.perf_counter()
-    timing = time_steps(ctx, [m for m in methods if m not in ONE_SHOT and (m == REFERENCE or m in FLATS)])
+    timed = [m for m in methods if m not in ONE_SHOT and (m == REFERENCE or m in FLATS)]
+    timing = cached_stage(
+        cache, {**base_key, "stage": "timing", "methods": timed}, lambda: time_steps(ctx, timed)
+    )
     stages["cost (timed alone)"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     guard = None
     if not args.skip_guard:
-        guard = guard_stage(data, tok, target, first_retain, cfg.splits[0], cfg, args.quick)
+        guard = cached_stage(
+            cache,
+            {**base_key, "stage": "guard"},
+            functools.partial(guard_stage, data, tok, target, first_retain, cfg.splits[0], cfg, args.quick),
+        )
     stages["GUARD (timed alone)"] = time.perf_counter() - t0
     del target, first_retain
 
@@ -650,7 +704,8 @@ def run(args) -> dict:
         "cfg": asdict(cfg),
         "budget": asdict(budget),
         "data": str(data_path),
-        "target": str(target_dir),
+        "target": str(target_dir.name),
+        "target_dir": str(target_dir),
         "threads": threads,
         "v": CACHE_VERSION,
     }
