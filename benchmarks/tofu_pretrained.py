@@ -322,15 +322,8 @@ def build_trainer(method, model, tok, data, split, cfg, budget, out_dir, callbac
 
 
 def eval_kwargs(cfg: PretrainedBenchConfig) -> dict:
-    return dict(
-        max_length=cfg.max_length,
-        max_new_tokens=cfg.max_new_tokens,
-        batch_size=cfg.eval_batch_size,
-        n_perturbed=cfg.n_perturbed,
-        group_column="author_index",
-        seed=0,
-        disable_tqdm=True,
-    )
+    """The miniature benchmark's evaluation settings (same fields), seed 0."""
+    return mini.eval_kwargs(cfg, 0)
 
 
 def utility_groups(splits: dict) -> dict:
@@ -597,8 +590,7 @@ def reference_ratios(model, tok, data, split, cfg) -> dict:
     """The retain model's truth ratios on the forget split and on the relearning attack's held-out half."""
     from hf_unlearn.evaluation import model_truth_ratios
 
-    kw = dict(n_perturbed=cfg.n_perturbed, group_column="author_index", seed=0, max_length=cfg.max_length,
-              batch_size=cfg.eval_batch_size, disable_tqdm=True)  # fmt: skip
+    kw = {k: v for k, v in eval_kwargs(cfg).items() if k != "max_new_tokens"}  # no generation here
     return {
         "forget_ratios": model_truth_ratios(model, tok, data.eval_forget[split], **kw),
         "heldout_ratios": model_truth_ratios(model, tok, relearn_halves(data, split)[1], **kw),
