@@ -53,6 +53,8 @@ def load_gguf_causal_lm(gguf: str | os.PathLike, cache_dir: str | os.PathLike | 
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.hf_quantizer = None
+    if "is_quantized" in vars(model):  # transformers >= 5.2x also stores the flag on the instance
+        model.is_quantized = False
     if cache is not None:
         tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
