@@ -53,7 +53,7 @@ def load_gguf_causal_lm(gguf: str | os.PathLike, cache_dir: str | os.PathLike | 
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.hf_quantizer = None
-    if "is_quantized" in vars(model):  # transformers >= 5.2x also stores the flag on the instance
+    if "is_quantized" in vars(model):  # transformers 5.24 also stores the flag on the instance
         model.is_quantized = False
     if cache is not None:
         tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
