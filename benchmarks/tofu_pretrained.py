@@ -456,10 +456,12 @@ def cached_stage(cache: Path, key: dict, compute):
 def keep(cache: Path, name: str, result) -> None:
     """Write a finished result into the cache and, for the full benchmark, into :data:`RUNS_DIR`."""
     text = json.dumps(result, default=float)
-    (cache / "runs" / name).write_text(text)
-    if cache.name == "full":
-        RUNS_DIR.mkdir(parents=True, exist_ok=True)
-        (RUNS_DIR / name).write_text(text)
+    folders = [cache / "runs"] + ([RUNS_DIR] if cache.name == "full" else [])
+    for folder in folders:  # temp file + rename: a killed process never leaves a truncated result behind
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, folder / name)
 
 
 def execute(spec: dict) -> dict:

@@ -22,6 +22,24 @@ def test_rmu_layers_stay_inside_the_trainable_top_layers():
         assert min(layers["update_layers"]) >= n - k and layers["steering_layer"] < n
 
 
+def test_keep_never_leaves_a_half_written_result(tmp_path, monkeypatch):
+    cache = tmp_path / "quick"  # not "full": nothing is written into the repository
+    (cache / "runs").mkdir(parents=True)
+    (cache / "runs" / "r.json").write_text('{"forget_quality": 0.1}')
+
+    def killed(*args):  # the process dies after writing the new text, before it takes the result's place
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tp.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        tp.keep(cache, "r.json", {"forget_quality": 0.5})
+    assert (cache / "runs" / "r.json").read_text() == '{"forget_quality": 0.1}'  # the last good result
+    monkeypatch.undo()
+    tp.keep(cache, "r.json", {"forget_quality": 0.5})
+    assert (cache / "runs" / "r.json").read_text() == '{"forget_quality": 0.5}'
+    assert [f.name for f in (cache / "runs").iterdir()] == ["r.json"]  # the killed try's temp file taken over
+
+
 def test_freeze_below_top_layers():
     from utils import demo_world
 
